@@ -1,0 +1,1 @@
+"""EMR adapters: one package per EMR, all behind `adapters.base.EMRAdapter`."""

@@ -1,0 +1,613 @@
+"""The Cliniko adapter: one gateway location is one Cliniko business (`settings.business_id`).
+
+Cliniko's API accepts double bookings and has no idempotency keys, so this adapter checks the practitioner's
+calendar before every write that takes a slot, checks `…/conflicts` after it, and never sends a write twice without
+first asking Cliniko whether the first one landed.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import ClassVar, TypeVar
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from adapters.base import AdapterContext, Capability, EMRAdapter
+from adapters.cliniko import mapping, wire
+from adapters.cliniko.client import AmbiguousWrite, ClinikoClient, Params
+from adapters.cliniko.settings import ClinikoCredentials, ClinikoSettings, shard_of
+from adapters.errors import (
+    AdapterError,
+    AuthFailed,
+    NotFound,
+    OutcomeUnknown,
+    Rejected,
+    SlotUnavailable,
+    Unavailable,
+    Unsupported,
+)
+from adapters.http import DEFAULT_RETRY, RetryPolicy
+from schemas.appointments import Appointment, AppointmentStatus, CancelReason
+from schemas.availability import Slot
+from schemas.catalog import Location, Practitioner, Service
+from schemas.changes import ChangeSet
+from schemas.commands import (
+    AppointmentQuery,
+    AvailabilityQuery,
+    BookCommand,
+    CancelCommand,
+    NewPatient,
+    RescheduleCommand,
+)
+from schemas.patients import Patient, PatientQuery
+
+T = TypeVar("T")
+
+ID_RE = re.compile(r"^\d{1,20}$")
+WINDOW_DAYS = 7  # available_times: `to` at most 7 days after `from`; a window of 7 dates stays inside either reading
+RACE_NOTE = "Cancelled automatically by the EMR Gateway: the slot was taken at the same moment (double booking)."
+
+APPOINTMENTS = "individual_appointments"
+
+
+def _q(field: str, op: str, value: str) -> tuple[str, str]:
+    return ("q[]", f"{field}:{op}{value}")
+
+
+class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
+    """Cliniko REST v1.
+
+    FIND_PATIENT_BY_PHONE is absent: Cliniko has no phone filter on `/patients` ("There is currently no way to
+    filter patients by a phone number", cliniko-api issue #343), and scanning every patient of an account per lookup
+    would burn the shared 200 requests/minute budget. A phone is honoured only next to a name (name search, then the
+    phones are compared). Patients are account-wide in Cliniko, so patient lookups are not confined to the business.
+    """
+
+    slug: ClassVar[str] = "cliniko"
+    display_name: ClassVar[str] = "Cliniko"
+    verified_against: ClassVar[str] = "Cliniko OpenAPI v1 (2025-08 copy, reference/cliniko-openapi.yaml)"
+    settings_type: ClassVar[type[ClinikoSettings]] = ClinikoSettings
+    credentials_type: ClassVar[type[ClinikoCredentials]] = ClinikoCredentials
+    default_poll_seconds: ClassVar[int] = 300
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.BOOK,
+            Capability.GET_APPOINTMENT,
+            Capability.RESCHEDULE,
+            Capability.CANCEL,
+            Capability.LIST_APPOINTMENTS,
+            Capability.AVAILABILITY,
+            Capability.NEXT_AVAILABILITY,
+            Capability.FIND_PATIENT_BY_EMAIL,
+            Capability.FIND_PATIENT_BY_NAME,
+            Capability.CREATE_PATIENT,
+            Capability.CATALOG,
+            Capability.CHANGES_SINCE,
+            Capability.RECONCILES_TIMED_OUT_CREATE,
+            # Cliniko itself accepts overlaps; the adapter refuses them (calendar check before, conflicts after).
+            Capability.REJECTS_DOUBLE_BOOKING,
+        }
+    )
+
+    def __init__(
+        self,
+        settings: ClinikoSettings,
+        credentials: ClinikoCredentials,
+        http: httpx.AsyncClient,
+        context: AdapterContext,
+    ) -> None:
+        super().__init__(settings, credentials, http, context)
+        self.client = ClinikoClient(http, settings, credentials, DEFAULT_RETRY)
+        self._durations: dict[str, int] = {}
+        self._business: wire.Business | None = None
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How reads are retried; the gateway and tests may replace it per instance."""
+        return self.client.retry
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        self.client.retry = policy
+
+    # ------------------------------------------------------------------------------------------------ helpers
+
+    @property
+    def business_id(self) -> str:
+        return self.settings.business_id
+
+    def _utc(self, moment: datetime) -> datetime:
+        return mapping.utc(moment, self.context.time_zone)
+
+    def _appointment(self, appointment: wire.IndividualAppointment) -> Appointment:
+        return mapping.appointment_of(appointment, self.context)
+
+    async def _fetch(self, appointment_id: str) -> wire.IndividualAppointment:
+        """The appointment if it exists in this location's business (another business's reads as not found)."""
+        if not ID_RE.match(appointment_id):
+            raise NotFound("Cliniko appointment ids are numeric")
+        appointment = await self.client.get(
+            f"{APPOINTMENTS}/{appointment_id}",
+            wire.IndividualAppointment,
+            [_q("cancelled_at", "", "*")],
+        )
+        if appointment.business.id != self.business_id:
+            raise NotFound("Cliniko has no such appointment in this location")
+        return appointment
+
+    async def _duration(self, service_id: str) -> int:
+        if service_id not in self._durations:
+            if not ID_RE.match(service_id):
+                raise NotFound("Cliniko appointment type ids are numeric")
+            appointment_type = await self.client.get(f"appointment_types/{service_id}", wire.AppointmentType)
+            self._durations[service_id] = appointment_type.duration_in_minutes
+        return self._durations[service_id]
+
+    async def _get_business(self) -> wire.Business:
+        if self._business is None:
+            self._business = await self.client.get(f"businesses/{self.business_id}", wire.Business)
+        return self._business
+
+    def _region(self) -> str | None:
+        if self._business is not None and self._business.country_code:
+            return self._business.country_code.upper()
+        return mapping.region_of_shard(shard_of(self.settings, self.credentials))
+
+    async def _overlaps(
+        self, practitioner_id: str, start: datetime, end: datetime, exclude_id: str | None = None
+    ) -> bool:
+        """Whether the practitioner has a live appointment overlapping [start, end) in any business."""
+        found = await self.client.list(
+            APPOINTMENTS,
+            wire.IndividualAppointmentList,
+            lambda page: page.individual_appointments,
+            [
+                _q("practitioner_id", "=", practitioner_id),
+                _q("starts_at", "<", mapping.rfc3339(end)),
+                _q("ends_at", ">", mapping.rfc3339(start)),
+            ],
+        )
+        return any(
+            a.id != exclude_id
+            and mapping.status_of(a) is not AppointmentStatus.CANCELLED
+            and a.starts_at < end
+            and a.ends_at > start
+            for a in found
+        )
+
+    async def _has_conflicts(self, appointment_id: str) -> bool:
+        conflicts = await self.client.get(f"{APPOINTMENTS}/{appointment_id}/conflicts", wire.Conflicts)
+        return conflicts.conflicts.exist
+
+    async def _reconciled(
+        self,
+        write: Callable[[], Awaitable[T]],
+        landed: Callable[[], Awaitable[T | None]],
+        what: str,
+    ) -> T:
+        """Send a write; if its outcome is unclear, ask Cliniko whether it landed before sending it (once) again.
+
+        `landed` returns the result if the write is visible, None if Cliniko confirms it is not. If that question
+        itself cannot be answered the outcome is unknown and the caller gets an operation id to quote.
+        """
+        for _attempt in range(2):
+            try:
+                return await write()
+            except AmbiguousWrite as exc:
+                cause = exc.cause
+            except Unavailable as exc:
+                if exc.emr_status is None or exc.emr_status < 500:
+                    raise  # nothing was sent
+                # A 5xx to a write may still have applied it: look, but do not try again.
+                try:
+                    result = await landed()
+                except AdapterError:
+                    raise self._unknown(what, f"Cliniko answered {exc.emr_status}") from None
+                if result is not None:
+                    return result
+                raise
+            try:
+                result = await landed()
+            except AdapterError:
+                raise self._unknown(what, cause) from None
+            if result is not None:
+                return result
+        raise Unavailable(f"Cliniko did not answer the {what} twice ({cause}); checked, nothing was written")
+
+    @staticmethod
+    def _unknown(what: str, cause: str) -> OutcomeUnknown:
+        return OutcomeUnknown(
+            f"the {what} was sent to Cliniko but no answer came back ({cause}) and checking failed",
+            operation_id=str(uuid.uuid4()),
+        )
+
+    # ------------------------------------------------------------------------------------------------ appointments
+
+    async def get_appointment(self, appointment_id: str) -> Appointment:
+        return self._appointment(await self._fetch(appointment_id))
+
+    async def book(self, command: BookCommand) -> Appointment:
+        start = self._utc(command.start)
+        if command.end is not None:
+            end = self._utc(command.end)
+        else:
+            end = start + timedelta(minutes=await self._duration(command.service_id))
+        if end <= start:
+            raise Rejected("the appointment must end after it starts")
+        if await self._overlaps(command.practitioner_id, start, end):
+            raise SlotUnavailable("the practitioner already has an appointment at that time")
+        body = mapping.book_body(command, self.business_id, self.context.time_zone)
+
+        async def create() -> wire.IndividualAppointment:
+            return await self.client.create(APPOINTMENTS, body, wire.IndividualAppointment)
+
+        async def landed() -> wire.IndividualAppointment | None:
+            found = await self.client.list(
+                APPOINTMENTS,
+                wire.IndividualAppointmentList,
+                lambda page: page.individual_appointments,
+                [
+                    _q("patient_id", "=", command.patient_id),
+                    _q("practitioner_id", "=", command.practitioner_id),
+                    _q("business_id", "=", self.business_id),
+                    _q("starts_at", ">=", mapping.rfc3339(start)),
+                    _q("starts_at", "<=", mapping.rfc3339(start)),
+                ],
+            )
+            for candidate in found:
+                if (
+                    candidate.starts_at == start
+                    and candidate.appointment_type.id == command.service_id
+                    and mapping.status_of(candidate) is not AppointmentStatus.CANCELLED
+                ):
+                    return candidate
+            return None
+
+        created = await self._reconciled(create, landed, "booking")
+        try:
+            conflicted = await self._has_conflicts(created.id)
+        except AdapterError:
+            conflicted = False  # the calendar was free a moment ago; do not undo a good booking over a failed check
+        if conflicted:
+            await self._undo_race(created.id)
+            raise SlotUnavailable("the slot was taken at the same moment; the new booking was cancelled")
+        return self._appointment(created)
+
+    async def _undo_race(self, appointment_id: str) -> None:
+        body = wire.IndividualAppointmentCancel(
+            cancellation_reason=mapping.cancel_code(CancelReason.OTHER), cancellation_note=RACE_NOTE
+        )
+        try:
+            await self.client.patch_no_content(f"{APPOINTMENTS}/{appointment_id}/cancel", body)
+        except (AdapterError, AmbiguousWrite):
+            raise OutcomeUnknown(
+                f"a double booking was detected and cancelling the new appointment {appointment_id} failed; "
+                "it needs a person to look at it",
+                operation_id=str(uuid.uuid4()),
+            ) from None
+
+    async def reschedule(self, command: RescheduleCommand) -> Appointment:
+        current = await self._fetch(command.appointment_id)
+        if mapping.status_of(current) is AppointmentStatus.CANCELLED:
+            raise Rejected("a cancelled appointment cannot be rescheduled")
+        body = wire.IndividualAppointmentUpdate()
+        practitioner_id = command.practitioner_id or current.practitioner.id
+        start, end = current.starts_at, current.ends_at
+        moves = command.start is not None or practitioner_id != current.practitioner.id
+        if command.start is not None:
+            start = self._utc(command.start)
+            body.starts_at = start
+            if command.end is not None:
+                end = self._utc(command.end)
+                body.ends_at = end
+            else:
+                end = start + timedelta(minutes=await self._duration(current.appointment_type.id))
+                body.ends_at = None  # Cliniko recomputes the end from the appointment type
+            if end <= start:
+                raise Rejected("the appointment must end after it starts")
+        if practitioner_id != current.practitioner.id:
+            body.practitioner_id = practitioner_id
+        if command.notes is not None:
+            body.notes = command.notes
+        if body == wire.IndividualAppointmentUpdate():
+            return self._appointment(current)
+        if moves and await self._overlaps(practitioner_id, start, end, exclude_id=current.id):
+            raise SlotUnavailable("the practitioner already has an appointment at that time")
+
+        async def patch() -> wire.IndividualAppointment:
+            return await self.client.patch(f"{APPOINTMENTS}/{current.id}", body, wire.IndividualAppointment)
+
+        async def landed() -> wire.IndividualAppointment | None:
+            seen = await self._fetch(current.id)
+            applied = (
+                seen.starts_at == start
+                and seen.practitioner.id == practitioner_id
+                and (command.notes is None or seen.notes == command.notes)
+            )
+            return seen if applied else None
+
+        updated = await self._reconciled(patch, landed, "reschedule")
+        if moves and await self._safe_conflicts(updated.id):
+            await self._undo_move(current)
+            raise SlotUnavailable("the new slot was taken at the same moment; the appointment was left where it was")
+        return self._appointment(updated)
+
+    async def _safe_conflicts(self, appointment_id: str) -> bool:
+        try:
+            return await self._has_conflicts(appointment_id)
+        except AdapterError:
+            return False
+
+    async def _undo_move(self, previous: wire.IndividualAppointment) -> None:
+        body = wire.IndividualAppointmentUpdate(
+            starts_at=previous.starts_at, ends_at=previous.ends_at, practitioner_id=previous.practitioner.id
+        )
+        try:
+            await self.client.patch(f"{APPOINTMENTS}/{previous.id}", body, wire.IndividualAppointment)
+        except (AdapterError, AmbiguousWrite):
+            raise OutcomeUnknown(
+                f"a double booking was detected and moving appointment {previous.id} back failed; "
+                "it needs a person to look at it",
+                operation_id=str(uuid.uuid4()),
+            ) from None
+
+    async def cancel(self, command: CancelCommand) -> Appointment:
+        current = await self._fetch(command.appointment_id)
+        if command.patient_id is not None and current.patient.id != command.patient_id:
+            raise NotFound("Cliniko has no such appointment for this patient")
+        if current.cancelled_at is not None:
+            return self._appointment(current)  # cancelling twice is a no-op, not an error
+        body = wire.IndividualAppointmentCancel(cancellation_reason=mapping.cancel_code(command.reason))
+        if command.note is not None:
+            body.cancellation_note = command.note
+
+        async def cancel() -> wire.IndividualAppointment:
+            await self.client.patch_no_content(f"{APPOINTMENTS}/{current.id}/cancel", body)
+            return await self._fetch(current.id)
+
+        async def landed() -> wire.IndividualAppointment | None:
+            seen = await self._fetch(current.id)
+            return seen if seen.cancelled_at is not None else None
+
+        return self._appointment(await self._reconciled(cancel, landed, "cancellation"))
+
+    async def list_appointments(self, query: AppointmentQuery) -> list[Appointment]:
+        params: list[tuple[str, str]] = [_q("business_id", "=", self.business_id), _q("cancelled_at", "", "*")]
+        for field, value in (("patient_id", query.patient_id), ("practitioner_id", query.practitioner_id)):
+            if value is not None:
+                if not ID_RE.match(value):
+                    return []
+                params.append(_q(field, "=", value))
+        if query.start_from is not None:
+            params.append(_q("starts_at", ">=", mapping.rfc3339(self._utc(query.start_from))))
+        if query.start_to is not None:
+            params.append(_q("starts_at", "<", mapping.rfc3339(self._utc(query.start_to))))
+        params.append(("sort", "starts_at"))
+        found = await self.client.list(
+            APPOINTMENTS, wire.IndividualAppointmentList, lambda page: page.individual_appointments, params
+        )
+        mine = [a for a in found if a.business.id == self.business_id]
+        return sorted((self._appointment(a) for a in mine), key=lambda a: (a.start, a.id))
+
+    # ------------------------------------------------------------------------------------------------ patients
+
+    async def find_patients(self, query: PatientQuery) -> list[Patient]:
+        params: list[tuple[str, str]] = []
+        if query.email:
+            params.append(_q("email", "=", query.email))
+        if query.first_name:
+            params.append(_q("first_name", "=", query.first_name))
+        if query.last_name:
+            params.append(_q("last_name", "=", query.last_name))
+        if query.date_of_birth is not None:
+            params.append(_q("date_of_birth", "=", query.date_of_birth.isoformat()))
+        if not params:
+            if query.phone:
+                raise Unsupported("Cliniko cannot search patients by phone alone; add a name or an email")
+            raise Rejected("a patient search needs an email, a name or a date of birth")
+        found = await self.client.list("patients", wire.PatientList, lambda page: page.patients, params)
+        region = self._region()
+        patients = [mapping.patient_of(p, region) for p in found]
+        if query.phone:
+            patients = [p for p in patients if query.phone in p.phones]
+        return patients
+
+    async def get_patient(self, patient_id: str) -> Patient:
+        if not ID_RE.match(patient_id):
+            raise NotFound("Cliniko patient ids are numeric")
+        patient = await self.client.get(f"patients/{patient_id}", wire.Patient)
+        return mapping.patient_of(patient, self._region())
+
+    async def create_patient(self, patient: NewPatient) -> Patient:
+        body = mapping.new_patient_body(patient)
+
+        async def create() -> wire.Patient:
+            return await self.client.create("patients", body, wire.Patient)
+
+        async def landed() -> wire.Patient | None:
+            params = [_q("first_name", "=", patient.first_name), _q("last_name", "=", patient.last_name)]
+            if patient.email:
+                params.append(_q("email", "=", patient.email))
+            if patient.date_of_birth is not None:
+                params.append(_q("date_of_birth", "=", patient.date_of_birth.isoformat()))
+            found = await self.client.list("patients", wire.PatientList, lambda page: page.patients, params)
+            return max(found, key=lambda p: p.created_at) if found else None
+
+        created = await self._reconciled(create, landed, "patient creation")
+        return mapping.patient_of(created, self._region())
+
+    # ------------------------------------------------------------------------------------------------ catalog
+
+    async def list_practitioners(self) -> list[Practitioner]:
+        practitioners = await self.client.list(
+            f"businesses/{self.business_id}/practitioners",
+            wire.PractitionerList,
+            lambda page: page.practitioners,
+        )
+        emails = await self._user_emails()
+        result: list[Practitioner] = []
+        for practitioner in practitioners:
+            user = practitioner.user
+            email = emails.get(user.id) if isinstance(user, wire.Linked) else None
+            result.append(mapping.practitioner_of(practitioner, email))
+        return result
+
+    async def _user_emails(self) -> dict[str, str]:
+        """Practitioners' e-mails live on their users; a key without the right to list users just gets none."""
+        try:
+            users = await self.client.list("users", wire.UserList, lambda page: page.users)
+        except (AuthFailed, NotFound):
+            return {}
+        return {user.id: user.email for user in users if user.email}
+
+    async def list_services(self) -> list[Service]:
+        types = await self.client.list("appointment_types", wire.AppointmentTypeList, lambda p: p.appointment_types)
+        business = await self._get_business()
+        offered = set(business.appointment_type_ids or ())
+        live = [t for t in types if t.archived_at is None and (not offered or t.id in offered)]
+        for appointment_type in live:
+            self._durations[appointment_type.id] = appointment_type.duration_in_minutes
+        return [mapping.service_of(t) for t in live]
+
+    async def list_locations(self) -> list[Location]:
+        return [mapping.location_of(await self._get_business())]
+
+    async def check(self) -> None:
+        """Reads this location's business: proves the key, the shard and `business_id` together."""
+        try:
+            await self._get_business()
+        except NotFound:
+            raise NotFound(
+                f"Cliniko has no business {self.business_id} in this account: check the location's business_id"
+            ) from None
+
+    # ------------------------------------------------------------------------------------------------ availability
+
+    def _windows(self, query: AvailabilityQuery) -> tuple[datetime, datetime, list[tuple[date, date]]]:
+        """The UTC range and the ≤7-day date windows (business-local dates, none before today) that cover it."""
+        start, end = self._utc(query.start_from), self._utc(query.start_to)
+        zone = ZoneInfo(self.context.time_zone)
+        first = max(start.astimezone(zone).date(), datetime.now(zone).date())
+        last = end.astimezone(zone).date()
+        windows: list[tuple[date, date]] = []
+        day = first
+        while day <= last and start < end:
+            window_end = min(day + timedelta(days=WINDOW_DAYS - 1), last)
+            windows.append((day, window_end))
+            day = window_end + timedelta(days=1)
+        return start, end, windows
+
+    def _times_path(self, query: AvailabilityQuery, leaf: str) -> str:
+        for value in (query.practitioner_id, query.service_id):
+            if not ID_RE.match(value):
+                raise NotFound("Cliniko ids are numeric")
+        return (
+            f"businesses/{self.business_id}/practitioners/{query.practitioner_id}"
+            f"/appointment_types/{query.service_id}/{leaf}"
+        )
+
+    def _slot(self, query: AvailabilityQuery, start: datetime, minutes: int) -> Slot:
+        start = start.astimezone(UTC)
+        return Slot(
+            start=start,
+            end=start + timedelta(minutes=minutes),
+            practitioner_id=query.practitioner_id,
+            service_id=query.service_id,
+            time_zone=self.context.time_zone,
+        )
+
+    async def _window_times(self, query: AvailabilityQuery, window: tuple[date, date]) -> list[datetime]:
+        params: Params = [("from", window[0].isoformat()), ("to", window[1].isoformat())]
+        times = await self.client.list(
+            self._times_path(query, "available_times"),
+            wire.AvailableTimeList,
+            lambda page: page.available_times,
+            params,
+        )
+        return [t.appointment_start.astimezone(UTC) for t in times]
+
+    async def availability(self, query: AvailabilityQuery) -> list[Slot]:
+        start, end, windows = self._windows(query)
+        minutes = await self._duration(query.service_id)
+        starts: set[datetime] = set()
+        for window in windows:
+            starts.update(s for s in await self._window_times(query, window) if start <= s < end)
+        return [self._slot(query, s, minutes) for s in sorted(starts)]
+
+    async def next_available(self, query: AvailabilityQuery) -> Slot | None:
+        start, end, windows = self._windows(query)
+        minutes = await self._duration(query.service_id)
+        for window in windows:
+            params: Params = [("from", window[0].isoformat()), ("to", window[1].isoformat())]
+            answer = await self.client.get(
+                self._times_path(query, "next_available_time"), wire.NextAvailableTime, params
+            )
+            first = answer.appointment_start
+            if not isinstance(first, datetime):
+                continue
+            first = first.astimezone(UTC)
+            if first >= end:
+                return None
+            if first < start:  # earlier the same day than asked: look at the window's full list
+                later = [s for s in await self._window_times(query, window) if start <= s < end]
+                if later:
+                    return self._slot(query, min(later), minutes)
+                continue
+            return self._slot(query, first, minutes)
+        return None
+
+    # ------------------------------------------------------------------------------------------------ change feed
+
+    async def changes_since(self, cursor: str | None) -> ChangeSet:
+        """Patients and this business's appointments updated at or after `cursor` (cancelled and archived included).
+
+        With no cursor the feed starts now: the first call returns nothing and a cursor, so a new location never
+        downloads the account's whole history. `>=` re-reads records stamped exactly at the cursor; the caller
+        compares snapshots, so a repeat is harmless while a miss would not be.
+        """
+        if cursor is None:
+            return ChangeSet(patients=[], appointments=[], cursor=mapping.rfc3339(datetime.now(UTC)))
+        try:
+            since = datetime.fromisoformat(cursor)
+        except ValueError:
+            raise Rejected("the change cursor is not an RFC 3339 time") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        stamp = mapping.rfc3339(since)
+        patients = await self.client.list(
+            "patients",
+            wire.PatientList,
+            lambda page: page.patients,
+            [_q("updated_at", ">=", stamp), _q("archived_at", "", "*"), ("sort", "updated_at")],
+        )
+        appointments = await self.client.list(
+            APPOINTMENTS,
+            wire.IndividualAppointmentList,
+            lambda page: page.individual_appointments,
+            [
+                _q("updated_at", ">=", stamp),
+                _q("business_id", "=", self.business_id),
+                _q("cancelled_at", "", "*"),
+                _q("archived_at", "", "*"),
+                ("sort", "updated_at"),
+            ],
+        )
+        latest_patients = {p.id: p for p in sorted(patients, key=lambda p: p.updated_at)}
+        latest_appointments = {
+            a.id: a for a in sorted(appointments, key=lambda a: a.updated_at) if a.business.id == self.business_id
+        }
+        stamps = [p.updated_at for p in latest_patients.values()] + [a.updated_at for a in latest_appointments.values()]
+        region = self._region()
+        return ChangeSet(
+            patients=[
+                mapping.patient_of(p, region) for p in sorted(latest_patients.values(), key=lambda p: p.updated_at)
+            ],
+            appointments=[
+                self._appointment(a) for a in sorted(latest_appointments.values(), key=lambda a: a.updated_at)
+            ],
+            cursor=mapping.rfc3339(max(stamps)) if stamps else stamp,
+        )

@@ -1,0 +1,150 @@
+"""HTTP plumbing every adapter shares: retries for reads, transport-error mapping, safe EMR error messages.
+
+Only idempotent reads are retried here. Writes go out once; what to do when a write's outcome is unclear is each
+adapter's business (it must reconcile against the EMR before trying again).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+import httpx
+import msgspec
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from adapters.errors import AdapterError, Timeout, Unavailable
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How a read is retried; tests shrink the delays to milliseconds."""
+
+    attempts: int = 3
+    initial_delay: float = 0.25
+    max_delay: float = 2.0
+    jitter: float = 0.25
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@runtime_checkable
+class UsesRetryPolicy(Protocol):
+    """An adapter whose read retries can be tuned per instance (the gateway and tests set `retry`)."""
+
+    retry: RetryPolicy
+
+
+def is_retryable_exception(exc: BaseException) -> bool:
+    """Failures after which a read is safe and worth trying again."""
+    return isinstance(
+        exc,
+        httpx.ConnectError | httpx.ConnectTimeout | httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError,
+    )
+
+
+def _retryable_response(response: httpx.Response) -> bool:
+    return response.status_code in RETRY_STATUSES
+
+
+def _last_outcome(state: RetryCallState) -> httpx.Response:
+    """After the last attempt: hand back the final response, or raise the final transport error."""
+    assert state.outcome is not None
+    return state.outcome.result()  # type: ignore[no-any-return]
+
+
+async def send_read(send: Callable[[], Awaitable[httpx.Response]], policy: RetryPolicy) -> httpx.Response:
+    """Send an idempotent request, retrying transport failures and 502/503/504 with backoff and jitter.
+
+    Returns the last response (which may still be a 5xx the caller maps) or raises the last transport error.
+    """
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(max(1, policy.attempts)),
+        wait=wait_exponential_jitter(initial=policy.initial_delay, max=policy.max_delay, jitter=policy.jitter),
+        retry=retry_if_exception(is_retryable_exception) | retry_if_result(_retryable_response),
+        retry_error_callback=_last_outcome,
+        reraise=True,
+    )
+    response: httpx.Response = await retrying(send)
+    return response
+
+
+def is_unsent(exc: httpx.TransportError) -> bool:
+    """The request never reached the EMR, so a write did not happen."""
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def transport_error(exc: httpx.TransportError, emr: str) -> AdapterError:
+    """Map an httpx transport failure on a read (or an unsent write) onto the adapter error hierarchy."""
+    if isinstance(exc, httpx.TimeoutException):
+        return Timeout(f"{emr} did not answer in time ({type(exc).__name__})")
+    return Unavailable(f"{emr} could not be reached ({type(exc).__name__})")
+
+
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
+_DIGITS = re.compile(r"\d[\d\s().+-]{2,}\d")
+_QUOTED = re.compile("\"[^\"]*\"|'[^']*'|\u201c[^\u201d]*\u201d")
+_MAX_MESSAGE = 160
+
+
+def scrub(text: str) -> str:
+    """Remove what could be patient data from free text an EMR sent back: quoted values, emails, numbers."""
+    text = _QUOTED.sub("…", text)
+    text = _EMAIL.sub("…", text)
+    text = _DIGITS.sub("…", text)
+    text = " ".join(text.split())
+    return text[:_MAX_MESSAGE]
+
+
+def is_json(response: httpx.Response) -> bool:
+    content_type = response.headers.get("content-type", "")
+    return "json" in content_type.split(";", 1)[0].lower()
+
+
+def error_fields(response: httpx.Response) -> list[str]:
+    """Field names from an `{"errors": {field: message}}` body (names only: the messages may quote values)."""
+    if not is_json(response):
+        return []
+    try:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return []
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, dict):
+        return sorted(str(key) for key in errors)
+    return []
+
+
+def safe_message(response: httpx.Response) -> str:
+    """A short description of an EMR error body with no patient data: its top-level message and the field names."""
+    status = response.status_code
+    if not response.content:
+        return f"HTTP {status}"
+    if not is_json(response):
+        content_type = response.headers.get("content-type", "unknown").split(";", 1)[0] or "unknown"
+        return f"HTTP {status} with a non-JSON body ({content_type})"
+    try:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return f"HTTP {status} with an unreadable JSON body"
+    parts: list[str] = []
+    if isinstance(body, dict):
+        for key in ("message", "error", "title"):
+            value = body.get(key)
+            if isinstance(value, str) and value.strip():
+                parts.append(scrub(value))
+                break
+        fields = error_fields(response)
+        if fields:
+            parts.append("fields: " + ", ".join(fields))
+    return "; ".join(parts) if parts else f"HTTP {status}"

@@ -1,0 +1,38 @@
+"""Explicit slug -> adapter class map, plus third-party adapters from the `emr_gateway.adapters` entry points."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from adapters.base import EMRAdapter
+from adapters.cliniko.adapter import ClinikoAdapter
+
+AdapterClass = type[EMRAdapter]  # type: ignore[type-arg]
+
+BUILTIN: dict[str, AdapterClass] = {
+    ClinikoAdapter.slug: ClinikoAdapter,
+}
+
+
+class DuplicateAdapter(Exception):
+    """Two adapters claim one slug."""
+
+
+def load_registry() -> dict[str, AdapterClass]:
+    registry = dict(BUILTIN)
+    for ep in entry_points(group="emr_gateway.adapters"):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, EMRAdapter)):
+            raise TypeError(f"entry point {ep.name} is not an EMRAdapter subclass")
+        if cls.slug in registry:
+            raise DuplicateAdapter(f"adapter slug {cls.slug!r} is registered twice ({ep.value})")
+        registry[cls.slug] = cls
+    return registry
+
+
+def get_adapter_class(slug: str) -> AdapterClass:
+    registry = load_registry()
+    try:
+        return registry[slug]
+    except KeyError:
+        raise KeyError(f"unknown EMR {slug!r}; known: {', '.join(sorted(registry))}") from None

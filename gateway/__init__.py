@@ -1,0 +1,1 @@
+"""The Litestar service: app factory, auth, routes, storage, crypto, idempotency, CLI."""

@@ -1,0 +1,147 @@
+"""Every failure leaves as RFC 9457 problem+json with a stable `code`; this is the one place that decides how."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+
+from adapters import errors as ae
+from gateway.errors import GatewayError
+from schemas.problems import EMRDetail, ErrorCode, FieldError, Problem
+
+log = logging.getLogger("emr_gateway.errors")
+
+PROBLEM_TYPE = "https://emr-gateway.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+# (status, code, title) for each adapter error; the most specific class wins because we walk the MRO.
+_ADAPTER_MAP: dict[type[ae.AdapterError], tuple[int, ErrorCode, str]] = {
+    ae.NotFound: (404, ErrorCode.NOT_FOUND, "Not found"),
+    ae.SlotUnavailable: (409, ErrorCode.SLOT_UNAVAILABLE, "Slot unavailable"),
+    ae.InvalidReference: (422, ErrorCode.VALIDATION_FAILED, "The EMR rejected a reference"),
+    ae.Rejected: (502, ErrorCode.EMR_ERROR, "The EMR rejected the request"),
+    ae.AuthFailed: (502, ErrorCode.EMR_AUTH_FAILED, "The EMR refused the location's credentials"),
+    ae.RateLimited: (429, ErrorCode.RATE_LIMITED, "The EMR's rate limit was reached"),
+    ae.Unavailable: (503, ErrorCode.EMR_UNAVAILABLE, "The EMR is unavailable"),
+    ae.Timeout: (504, ErrorCode.EMR_TIMEOUT, "The EMR did not answer in time"),
+    ae.OutcomeUnknown: (504, ErrorCode.EMR_OUTCOME_UNKNOWN, "The EMR's outcome is unknown"),
+    ae.Unsupported: (501, ErrorCode.NOT_SUPPORTED, "Not supported by this EMR"),
+}
+
+
+def problem_response(problem: Problem) -> Response[bytes]:
+    headers = {}
+    if problem.retry_after is not None:
+        headers["Retry-After"] = str(problem.retry_after)
+    return Response(
+        content=msgspec.json.encode(problem),
+        status_code=problem.status,
+        media_type=MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _problem(status: int, code: ErrorCode, title: str, request: Request[object, object, object], **kw: object) -> Problem:
+    return Problem(type=PROBLEM_TYPE + code.value, title=title, status=status, code=code, instance=request.url.path, **kw)  # type: ignore[arg-type]
+
+
+def from_adapter_error(exc: ae.AdapterError, request: Request[object, object, object]) -> Problem:
+    status, code, title = next(v for k, v in _ADAPTER_MAP.items() if isinstance(exc, k))
+    emr = EMRDetail(status=exc.emr_status, message=exc.emr_message) if exc.emr_status or exc.emr_message else None
+    errors = None
+    if isinstance(exc, ae.InvalidReference) and exc.field:
+        errors = [FieldError(field=exc.field, message=exc.message)]
+    retry_after = exc.retry_after if isinstance(exc, ae.RateLimited) else None
+    operation_id = exc.operation_id if isinstance(exc, ae.OutcomeUnknown) else None
+    return _problem(
+        status, code, title, request, detail=exc.message, emr=emr, errors=errors, retry_after=retry_after,
+        operation_id=operation_id,
+    )
+
+
+def handle_adapter_error(request: Request[object, object, object], exc: ae.AdapterError) -> Response[bytes]:
+    log.warning("emr error %s on %s", type(exc).__name__, request.scope.get("path_template", request.url.path))
+    return problem_response(from_adapter_error(exc, request))
+
+
+def handle_gateway_error(request: Request[object, object, object], exc: GatewayError) -> Response[bytes]:
+    return problem_response(
+        _problem(exc.status, exc.code, exc.title, request, detail=exc.detail, errors=exc.errors, retry_after=exc.retry_after)
+    )
+
+
+def _field_errors(extra: object) -> list[FieldError]:
+    out: list[FieldError] = []
+    if isinstance(extra, list):
+        for item in extra:
+            if isinstance(item, dict):
+                key = str(item.get("key") or "body")
+                out.append(FieldError(field=key, message=str(item.get("message", "invalid"))))
+    return out
+
+
+def handle_validation(request: Request[object, object, object], exc: ValidationException) -> Response[bytes]:
+    errors = _field_errors(exc.extra)
+    messages = " ".join(e.message for e in errors)
+    if "malformed" in messages.lower() or "JSON is malformed" in str(exc.detail):
+        return problem_response(
+            _problem(400, ErrorCode.BAD_REQUEST, "Bad request", request, detail="the body is not valid JSON")
+        )
+    detail = errors[0].message if len(errors) == 1 else "the request does not match the schema"
+    return problem_response(
+        _problem(422, ErrorCode.VALIDATION_FAILED, "Validation failed", request, detail=detail, errors=errors or None)
+    )
+
+
+def handle_http(request: Request[object, object, object], exc: HTTPException) -> Response[bytes]:
+    if isinstance(exc, NotAuthorizedException):
+        return problem_response(_problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", request, detail=exc.detail))
+    if isinstance(exc, NotFoundException):
+        return problem_response(_problem(404, ErrorCode.NOT_FOUND, "Not found", request, detail="no such route"))
+    if isinstance(exc, RequestEntityTooLarge):
+        return problem_response(
+            _problem(413, ErrorCode.PAYLOAD_TOO_LARGE, "Payload too large", request, detail="the body is too large")
+        )
+    if isinstance(exc, MethodNotAllowedException):
+        return problem_response(
+            _problem(405, ErrorCode.BAD_REQUEST, "Method not allowed", request, detail="method not allowed")
+        )
+    status = exc.status_code
+    if status >= 500:
+        return handle_internal(request, exc)
+    retry_after = None
+    if status == 429:
+        ra = (exc.headers or {}).get("Retry-After")
+        retry_after = math.ceil(float(ra)) if ra else 1
+        return problem_response(
+            _problem(429, ErrorCode.RATE_LIMITED, "Rate limited", request, detail=exc.detail, retry_after=retry_after)
+        )
+    return problem_response(_problem(status, ErrorCode.BAD_REQUEST, "Bad request", request, detail=exc.detail))
+
+
+def handle_internal(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+    # The type only: an exception's text can carry patient data from a request body.
+    log.error("unhandled %s on %s", type(exc).__name__, request.scope.get("path_template", request.url.path))
+    return problem_response(
+        _problem(500, ErrorCode.INTERNAL_ERROR, "Internal error", request, detail="an unexpected error occurred")
+    )
+
+
+EXCEPTION_HANDLERS = {
+    ae.AdapterError: handle_adapter_error,
+    GatewayError: handle_gateway_error,
+    ValidationException: handle_validation,
+    HTTPException: handle_http,
+    Exception: handle_internal,
+}

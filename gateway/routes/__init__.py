@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource, registered explicitly in gateway.app."""

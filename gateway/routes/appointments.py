@@ -1,0 +1,148 @@
+"""/v1/appointments: book, get, reschedule, cancel, list."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from gateway.auth import runtime_of
+from gateway.routes.docs import PROBLEMS
+from gateway.errors import ValidationFailed
+from gateway.idempotency import run_idempotent
+from gateway.resolver import lookup_or_create_patient, resolve_practitioner, resolve_service
+from gateway.routes.context import LocationScope, scope_for
+from gateway.runtime import Principal
+from gateway.times import parse_bound, to_instant, zone
+from schemas.appointments import (
+    Appointment,
+    AppointmentList,
+    BookAppointment,
+    CancelAppointment,
+    RescheduleAppointment,
+)
+from schemas.commands import AppointmentQuery, BookCommand, CancelCommand, RescheduleCommand
+from schemas.problems import FieldError
+
+IdemHeader = Parameter(
+    header="Idempotency-Key",
+    required=False,
+    description="Makes the write safe to retry: the same key and body replays the first outcome for 24 h.",
+)
+
+
+async def book_in(scope: LocationScope, data: BookAppointment) -> Appointment:
+    """Resolve every reference once, then hand the adapter ids and instants only."""
+    tz = data.time_zone or scope.time_zone
+    zone(tz)
+    start = to_instant(data.start, tz, field="start")
+    end = to_instant(data.end, tz, field="end") if data.end else None
+    if end is not None and end <= start:
+        raise ValidationFailed("end must be after start", errors=[FieldError(field="end", message="not after start")])
+    catalog = await scope.catalog()
+    practitioner = resolve_practitioner(catalog, data.practitioner)
+    service = resolve_service(catalog, data.service)
+    patient, _ = await lookup_or_create_patient(scope.adapter, data.patient, scope.time_zone)
+    command = BookCommand(
+        patient_id=patient.id,
+        practitioner_id=practitioner.id,
+        service_id=service.id,
+        start=start,
+        end=end,
+        notes=data.notes,
+    )
+    return await scope.adapter.book(command)
+
+
+class AppointmentsController(Controller):
+    path = "/v1/appointments"
+    tags = ["appointments"]
+
+    @post("/", responses=PROBLEMS, status_code=201, summary="Book an appointment")
+    async def book(
+        self,
+        request: Request[Any, Any, State],
+        principal: Principal,
+        data: BookAppointment,
+        idempotency_key: str | None = IdemHeader,
+    ) -> Response[Appointment]:
+        runtime = runtime_of(request.app.state)
+        scope = await scope_for(runtime, principal)
+
+        async def action() -> Response[Any]:
+            return Response(await book_in(scope, data), status_code=201)
+
+        return cast(Response[Appointment], await run_idempotent(request, principal, runtime, action))
+
+    @get("/{appointment_id:str}", responses=PROBLEMS, summary="Get an appointment")
+    async def get_one(self, request: Request[Any, Any, State], principal: Principal, appointment_id: str) -> Appointment:
+        scope = await scope_for(runtime_of(request.app.state), principal)
+        return await scope.adapter.get_appointment(appointment_id)
+
+    @patch("/{appointment_id:str}", responses=PROBLEMS, summary="Reschedule an appointment or change its notes")
+    async def reschedule(
+        self,
+        request: Request[Any, Any, State],
+        principal: Principal,
+        appointment_id: str,
+        data: RescheduleAppointment,
+        idempotency_key: str | None = IdemHeader,
+    ) -> Response[Appointment]:
+        runtime = runtime_of(request.app.state)
+        scope = await scope_for(runtime, principal)
+        if data.start is None and data.end is None and data.notes is None and data.practitioner is None:
+            raise ValidationFailed("nothing to change: give start, end, practitioner or notes")
+
+        async def action() -> Response[Any]:
+            tz = data.time_zone or scope.time_zone
+            start = to_instant(data.start, tz, field="start") if data.start else None
+            end = to_instant(data.end, tz, field="end") if data.end else None
+            if start and end and end <= start:
+                raise ValidationFailed("end must be after start", errors=[FieldError(field="end", message="not after start")])
+            practitioner_id = None
+            if data.practitioner is not None:
+                practitioner_id = resolve_practitioner(await scope.catalog(), data.practitioner).id
+            command = RescheduleCommand(
+                appointment_id=appointment_id, start=start, end=end, practitioner_id=practitioner_id, notes=data.notes
+            )
+            return Response(await scope.adapter.reschedule(command), status_code=200)
+
+        return cast(Response[Appointment], await run_idempotent(request, principal, runtime, action))
+
+    @post("/{appointment_id:str}/cancel", responses=PROBLEMS, status_code=200, summary="Cancel an appointment")
+    async def cancel(
+        self,
+        request: Request[Any, Any, State],
+        principal: Principal,
+        appointment_id: str,
+        data: CancelAppointment,
+        idempotency_key: str | None = IdemHeader,
+    ) -> Response[Appointment]:
+        runtime = runtime_of(request.app.state)
+        scope = await scope_for(runtime, principal)
+
+        async def action() -> Response[Any]:
+            command = CancelCommand(appointment_id=appointment_id, reason=data.reason, note=data.note)
+            return Response(await scope.adapter.cancel(command), status_code=200)
+
+        return cast(Response[Appointment], await run_idempotent(request, principal, runtime, action))
+
+    @get("/", responses=PROBLEMS, summary="List a patient's appointments")
+    async def list_for_patient(
+        self,
+        request: Request[Any, Any, State],
+        principal: Principal,
+        patient_id: str,
+        from_: str | None = Parameter(query="from", required=False, description="RFC 3339 or YYYY-MM-DD (local)"),
+        to: str | None = Parameter(query="to", required=False, description="RFC 3339 or YYYY-MM-DD (local)"),
+    ) -> AppointmentList:
+        scope = await scope_for(runtime_of(request.app.state), principal)
+        query = AppointmentQuery(
+            patient_id=patient_id,
+            start_from=parse_bound(from_, scope.time_zone, field="from", end_of_day=False) if from_ else None,
+            start_to=parse_bound(to, scope.time_zone, field="to", end_of_day=True) if to else None,
+        )
+        items = await scope.adapter.list_appointments(query)
+        return AppointmentList(items=sorted(items, key=lambda a: a.start))

@@ -1,0 +1,118 @@
+"""/v1/availability: open slots in a range, and the next one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from gateway.auth import runtime_of
+from gateway.routes.docs import PROBLEMS
+from gateway.errors import ValidationFailed
+from gateway.resolver import resolve_practitioner, resolve_service
+from gateway.routes.context import LocationScope, scope_for
+from gateway.runtime import Principal
+from gateway.times import now_utc, parse_bound
+from schemas.availability import Slot, SlotList
+from schemas.commands import AvailabilityQuery
+from schemas.common import Out
+from schemas.problems import FieldError
+from schemas.refs import PractitionerRef, ServiceRef
+
+MAX_RANGE = timedelta(days=62)
+DEFAULT_RANGE = timedelta(days=7)
+NEXT_HORIZON = timedelta(days=28)
+
+
+class NextSlot(Out):
+    slot: Slot | None
+
+
+class _Refs(msgspec.Struct, kw_only=True):
+    practitioner_id: str | None = None
+    practitioner_email: str | None = None
+    practitioner_name: str | None = None
+    service_id: str | None = None
+    service_name: str | None = None
+    service_code: str | None = None
+
+
+async def _query(scope: LocationScope, refs: _Refs, from_: str | None, to: str | None, horizon: timedelta) -> AvailabilityQuery:
+    catalog = await scope.catalog()
+    practitioner = resolve_practitioner(
+        catalog, PractitionerRef(id=refs.practitioner_id, email=refs.practitioner_email, name=refs.practitioner_name)
+    )
+    service = resolve_service(catalog, ServiceRef(id=refs.service_id, name=refs.service_name, code=refs.service_code))
+    now = now_utc()
+    start = parse_bound(from_, scope.time_zone, field="from", end_of_day=False) if from_ else now
+    end = parse_bound(to, scope.time_zone, field="to", end_of_day=True) if to else start + horizon
+    start = max(start, now)
+    if end <= start:
+        raise ValidationFailed("to must be after from (and in the future)", errors=[FieldError(field="to", message="empty range")])
+    if end - start > MAX_RANGE:
+        raise ValidationFailed("the range may span at most 62 days", errors=[FieldError(field="to", message="range too long")])
+    return AvailabilityQuery(practitioner_id=practitioner.id, service_id=service.id, start_from=start, start_to=end)
+
+
+P = {
+    "practitioner_id": Parameter(query="practitioner_id", required=False),
+    "practitioner_email": Parameter(query="practitioner_email", required=False),
+    "practitioner_name": Parameter(query="practitioner_name", required=False),
+    "service_id": Parameter(query="service_id", required=False),
+    "service_name": Parameter(query="service_name", required=False),
+    "service_code": Parameter(query="service_code", required=False),
+}
+
+
+class AvailabilityController(Controller):
+    path = "/v1/availability"
+    tags = ["availability"]
+
+    @get("/", responses=PROBLEMS, summary="Open slots for a practitioner and service in a range (default: the next 7 days)")
+    async def slots(
+        self,
+        request: Request[Any, Any, State],
+        principal: Principal,
+        practitioner_id: str | None = P["practitioner_id"],
+        practitioner_email: str | None = P["practitioner_email"],
+        practitioner_name: str | None = P["practitioner_name"],
+        service_id: str | None = P["service_id"],
+        service_name: str | None = P["service_name"],
+        service_code: str | None = P["service_code"],
+        from_: str | None = Parameter(query="from", required=False),
+        to: str | None = Parameter(query="to", required=False),
+    ) -> SlotList:
+        scope = await scope_for(runtime_of(request.app.state), principal)
+        refs = _Refs(
+            practitioner_id=practitioner_id, practitioner_email=practitioner_email, practitioner_name=practitioner_name,
+            service_id=service_id, service_name=service_name, service_code=service_code,
+        )
+        query = await _query(scope, refs, from_, to, DEFAULT_RANGE)
+        slots = await scope.adapter.availability(query)
+        return SlotList(items=sorted(slots, key=lambda s: s.start))
+
+    @get("/next", responses=PROBLEMS, summary="The earliest open slot (within 28 days unless `to` says otherwise)")
+    async def next_slot(
+        self,
+        request: Request[Any, Any, State],
+        principal: Principal,
+        practitioner_id: str | None = P["practitioner_id"],
+        practitioner_email: str | None = P["practitioner_email"],
+        practitioner_name: str | None = P["practitioner_name"],
+        service_id: str | None = P["service_id"],
+        service_name: str | None = P["service_name"],
+        service_code: str | None = P["service_code"],
+        from_: str | None = Parameter(query="from", required=False),
+        to: str | None = Parameter(query="to", required=False),
+    ) -> NextSlot:
+        scope = await scope_for(runtime_of(request.app.state), principal)
+        refs = _Refs(
+            practitioner_id=practitioner_id, practitioner_email=practitioner_email, practitioner_name=practitioner_name,
+            service_id=service_id, service_name=service_name, service_code=service_code,
+        )
+        query = await _query(scope, refs, from_, to, NEXT_HORIZON)
+        return NextSlot(slot=await scope.adapter.next_available(query))

@@ -1,0 +1,34 @@
+"""/v1/practitioners, /v1/services, /v1/locations: the cached catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.datastructures import State
+
+from gateway.auth import runtime_of
+from gateway.routes.docs import PROBLEMS
+from gateway.routes.context import scope_for
+from gateway.runtime import Principal
+from schemas.catalog import LocationList, PractitionerList, ServiceList
+
+
+class CatalogController(Controller):
+    path = "/v1"
+    tags = ["catalog"]
+
+    @get("/practitioners", responses=PROBLEMS, summary="Practitioners at this location")
+    async def practitioners(self, request: Request[Any, Any, State], principal: Principal) -> PractitionerList:
+        scope = await scope_for(runtime_of(request.app.state), principal)
+        return PractitionerList(items=(await scope.catalog()).practitioners)
+
+    @get("/services", responses=PROBLEMS, summary="Bookable services (appointment types)")
+    async def services(self, request: Request[Any, Any, State], principal: Principal) -> ServiceList:
+        scope = await scope_for(runtime_of(request.app.state), principal)
+        return ServiceList(items=(await scope.catalog()).services)
+
+    @get("/locations", responses=PROBLEMS, summary="The EMR location this API key reaches")
+    async def locations(self, request: Request[Any, Any, State], principal: Principal) -> LocationList:
+        scope = await scope_for(runtime_of(request.app.state), principal)
+        return LocationList(items=(await scope.catalog()).locations)

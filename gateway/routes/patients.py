@@ -1,0 +1,77 @@
+"""/v1/patients: search, and lookup-or-create."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from gateway.auth import runtime_of
+from gateway.routes.docs import PROBLEMS
+from gateway.errors import ValidationFailed
+from gateway.idempotency import run_idempotent
+from gateway.phones import to_e164
+from gateway.resolver import lookup_or_create_patient
+from gateway.routes.appointments import IdemHeader
+from gateway.routes.context import scope_for
+from gateway.runtime import Principal
+from schemas.patients import CreatePatient, PatientList, PatientQuery, PatientResult
+from schemas.problems import FieldError
+from schemas.refs import PatientRef
+
+
+def split_name(name: str) -> tuple[str | None, str]:
+    parts = name.split()
+    if len(parts) == 1:
+        return None, parts[0]
+    return " ".join(parts[:-1]), parts[-1]
+
+
+class PatientsController(Controller):
+    path = "/v1/patients"
+    tags = ["patients"]
+
+    @get("/", responses=PROBLEMS, summary="Find patients by email, phone or name")
+    async def search(
+        self,
+        request: Request[Any, Any, State],
+        principal: Principal,
+        email: str | None = Parameter(query="email", required=False),
+        phone: str | None = Parameter(query="phone", required=False),
+        name: str | None = Parameter(query="name", required=False, description="'First Last' or a last name"),
+    ) -> PatientList:
+        scope = await scope_for(runtime_of(request.app.state), principal)
+        if not (email or phone or (name and name.strip())):
+            raise ValidationFailed(
+                "give email, phone or name", errors=[FieldError(field="email", message="one filter is required")]
+            )
+        first, last = split_name(name) if name and name.strip() else (None, None)
+        e164 = to_e164(phone, scope.time_zone) if phone else None
+        query = PatientQuery(email=email, phone=e164, first_name=first, last_name=last)
+        return PatientList(items=await scope.adapter.find_patients(query))
+
+    @post("/", responses=PROBLEMS, status_code=200, summary="Look a patient up; create them if absent (201)")
+    async def lookup_or_create(
+        self,
+        request: Request[Any, Any, State],
+        principal: Principal,
+        data: CreatePatient,
+        idempotency_key: str | None = IdemHeader,
+    ) -> Response[PatientResult]:
+        runtime = runtime_of(request.app.state)
+        scope = await scope_for(runtime, principal)
+
+        async def action() -> Response[Any]:
+            ref = PatientRef(
+                email=data.email,
+                phone=data.phone,
+                first_name=data.first_name,
+                last_name=data.last_name,
+                date_of_birth=data.date_of_birth,
+            )
+            patient, created = await lookup_or_create_patient(scope.adapter, ref, scope.time_zone)
+            return Response(PatientResult(patient=patient, created=created), status_code=201 if created else 200)
+
+        return cast(Response[PatientResult], await run_idempotent(request, principal, runtime, action))

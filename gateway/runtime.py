@@ -1,0 +1,32 @@
+"""Process-wide state the routes share: one store, one HTTP client, caches. Built by the app factory."""
+
+from __future__ import annotations
+
+import httpx
+import msgspec
+
+from gateway.adapter_pool import AdapterPool
+from gateway.catalog import CatalogCache
+from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
+from gateway.ratelimit import RateLimiter
+from gateway.storage.records import ApiKeyRecord, LocationRecord
+from gateway.storage.store import Store
+
+
+class Runtime:
+    def __init__(self, config: GatewayConfig, store: Store, http: httpx.AsyncClient, metrics: Metrics) -> None:
+        self.config = config
+        self.store = store
+        self.http = http
+        self.metrics = metrics
+        self.adapters = AdapterPool(store, http, config.adapter_ttl_seconds)
+        self.catalogs = CatalogCache(config.catalog_ttl_seconds)
+        self.limiter = RateLimiter(config.rate_limit_per_minute)
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: one API key, confined to its one location."""
+
+    key: ApiKeyRecord
+    location: LocationRecord

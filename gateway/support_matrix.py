@@ -1,0 +1,27 @@
+"""The README's support matrix, generated from each adapter's `capabilities` (never typed by hand)."""
+
+from __future__ import annotations
+
+from adapters.base import Capability
+from adapters.registry import load_registry
+
+BEGIN = "<!-- support-matrix:begin -->"
+END = "<!-- support-matrix:end -->"
+
+
+def render() -> str:
+    registry = load_registry()
+    slugs = sorted(registry)
+    lines = [
+        "| capability | " + " | ".join(registry[s].display_name for s in slugs) + " |",
+        "|---|" + "---|" * len(slugs),
+    ]
+    for cap in Capability:
+        cells = ["yes" if cap in registry[s].capabilities else "no" for s in slugs]
+        lines.append(f"| `{cap.value}` | " + " | ".join(cells) + " |")
+    lines.append("| verified against | " + " | ".join(registry[s].verified_against for s in slugs) + " |")
+    return "\n".join(lines)
+
+
+def block() -> str:
+    return f"{BEGIN}\n{render()}\n{END}"

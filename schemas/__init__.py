@@ -1,0 +1,1 @@
+"""The normalized contract: msgspec Structs and enums only. Nothing here knows an EMR exists."""

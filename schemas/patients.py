@@ -1,0 +1,52 @@
+"""Patients: lookup and lookup-or-create."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+
+import msgspec
+
+from schemas.common import Model, Out
+
+Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class Patient(Out):
+    id: str
+    first_name: str
+    last_name: str
+    email: str | None = None
+    phones: list[str] = msgspec.field(default_factory=list)
+    date_of_birth: date | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class PatientQuery(Out):
+    """Filters the gateway passes to an adapter; phone is E.164 already."""
+
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    date_of_birth: date | None = None
+
+
+class CreatePatient(Model):
+    """Body of POST /v1/patients: returns the existing match if there is one."""
+
+    first_name: Short
+    last_name: Short
+    email: Short | None = None
+    phone: Short | None = None
+    date_of_birth: date | None = None
+
+
+class PatientList(Out):
+    items: list[Patient]
+
+
+class PatientResult(Out):
+    patient: Patient
+    created: bool

@@ -1,0 +1,105 @@
+"""A running gateway (real uvicorn on loopback) in front of a running Cliniko emulator, on each storage backend."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+import pytest
+
+from adapters.cliniko.emulator import ClinikoEmulator
+from adapters.emulation import EmulatorSeed, SeedBusiness, ServerThread, default_seed
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+from gateway.crypto import Keyring
+from gateway.storage.store import Store
+
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on a private loop (fixtures are sync; the servers run in their own threads)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+class Site(msgspec.Struct):
+    location_id: str
+    api_key: str
+
+
+class Harness:
+    """What a test drives: the gateway's URL, one key per location, and the emulator behind it."""
+
+    def __init__(self, base_url: str, sites: list[Site], emulator: ClinikoEmulator, emulator_url: str,
+                 database_url: str, keyring: Keyring) -> None:
+        self.base_url = base_url
+        self.sites = sites
+        self.emulator = emulator
+        self.emulator_url = emulator_url
+        self.database_url = database_url
+        self.keyring = keyring
+
+    def client(self, site: int = 0, **headers: str) -> httpx.Client:
+        h = {"x-api-key": self.sites[site].api_key, **headers}
+        return httpx.Client(base_url=self.base_url, headers=h, timeout=30)
+
+    def anonymous(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30)
+
+
+def two_business_seed() -> EmulatorSeed:
+    seed = default_seed()
+    seed.businesses = [SeedBusiness(name="North Clinic"), SeedBusiness(name="South Clinic")]
+    return seed
+
+
+async def _provision(database_url: str, keyring: Keyring, emulator: ClinikoEmulator, emulator_url: str,
+                     businesses: int, time_zone: str) -> list[Site]:
+    store = await Store.open(database_url, keyring)
+    try:
+        sites = []
+        for index in range(businesses):
+            settings, credentials = emulator.location_config(emulator_url, business_index=index)
+            loc = await store.create_location(
+                emr="cliniko", name=f"Site {index}", settings_json=settings, credentials_json=credentials,
+                time_zone=time_zone,
+            )
+            issued = await store.issue_key(loc.id)
+            sites.append(Site(location_id=loc.id, api_key=issued.secret))
+        return sites
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def harness(database_url: str, keyring: Keyring) -> Iterator[Harness]:
+    seed = two_business_seed()
+    emulator = ClinikoEmulator(seed)
+    emulator_thread = ServerThread(emulator.app())
+    emulator_url = emulator_thread.start()
+    sites = run_sync(_provision(database_url, keyring, emulator, emulator_url, len(seed.businesses), seed.time_zone))
+    config = GatewayConfig(database_url=database_url, emr_timeout_seconds=2.0, rate_limit_per_minute=100_000)
+    gateway_thread = ServerThread(create_app(config, keyring))
+    base_url = gateway_thread.start()
+    try:
+        yield Harness(base_url, sites, emulator, emulator_url, database_url, keyring)
+    finally:
+        gateway_thread.stop()
+        emulator_thread.stop()

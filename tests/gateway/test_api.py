@@ -1,0 +1,268 @@
+"""The normalized contract end to end: a REST client, the gateway, the Cliniko emulator, each storage backend."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import msgspec
+import pytest
+
+from adapters.emulation import Fault, FaultKind
+from tests.gateway.conftest import Harness
+
+TZ = "Australia/Melbourne"
+
+
+def day_ahead(days: int = 2) -> date:
+    return datetime.now(ZoneInfo(TZ)).date() + timedelta(days=days)
+
+
+def booking(start: str, **over: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "practitioner": {"email": "alice.nguyen@example.com"},
+        "service": {"name": "Standard Consultation"},
+        "patient": {"email": "jane.citizen@example.com", "first_name": "Jane", "last_name": "Citizen"},
+        "start": start,
+        "time_zone": TZ,
+    }
+    body.update(over)
+    return body
+
+
+def emr(h: Harness, path: str, site: int = 0) -> Any:
+    """Read the emulator's own API, as Cliniko's web UI would show the clinic."""
+    creds = msgspec.json.decode(h.emulator.location_config(h.emulator_url, site)[1])
+    r = httpx.get(
+        f"{h.emulator_url}/v1{path}",
+        auth=(creds["api_key"], ""),
+        headers={"User-Agent": "tests (tests@example.com)", "Accept": "application/json"},
+    )
+    r.raise_for_status()
+    return r.json()
+
+
+def active_appointments(h: Harness) -> int:
+    return h.emulator.stats().active_appointments
+
+
+def test_book_get_reschedule_cancel_at_the_right_instant(harness: Harness) -> None:
+    d = day_ahead()
+    with harness.client() as c:
+        r = c.post("/v1/appointments", json=booking(f"{d}T10:00:00"))
+        assert r.status_code == 201, r.text
+        appt = r.json()
+        expected = datetime(d.year, d.month, d.day, 10, tzinfo=ZoneInfo(TZ)).astimezone(UTC)
+        assert datetime.fromisoformat(appt["start"]) == expected
+        assert appt["status"] == "booked"
+        assert appt["time_zone"] == TZ
+        # The clinic sees it at that instant, 30 minutes long (the service's duration).
+        raw = emr(harness, f"/individual_appointments/{appt['id']}")
+        assert datetime.fromisoformat(raw["starts_at"].replace("Z", "+00:00")) == expected
+        assert datetime.fromisoformat(raw["ends_at"].replace("Z", "+00:00")) == expected + timedelta(minutes=30)
+
+        got = c.get(f"/v1/appointments/{appt['id']}").json()
+        assert got["id"] == appt["id"]
+
+        r = c.patch(f"/v1/appointments/{appt['id']}", json={"start": f"{d}T14:30:00+11:00"})
+        assert r.status_code == 200, r.text
+        moved = datetime.fromisoformat(r.json()["start"])
+        assert moved == datetime.fromisoformat(f"{d}T14:30:00+11:00")
+        raw = emr(harness, f"/individual_appointments/{appt['id']}")
+        assert datetime.fromisoformat(raw["starts_at"].replace("Z", "+00:00")) == moved
+
+        r = c.post(f"/v1/appointments/{appt['id']}/cancel", json={"reason": "sick", "note": "flu"})
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "cancelled"
+        raw = emr(harness, f"/individual_appointments/{appt['id']}")
+        assert raw["cancelled_at"] is not None
+        assert raw["cancellation_reason"] == 30
+
+        listed = c.get("/v1/appointments", params={"patient_id": appt["patient_id"]}).json()["items"]
+        assert [a["id"] for a in listed] == [appt["id"]]
+
+
+def test_idempotency_key_replays_and_never_books_twice(harness: Harness) -> None:
+    d = day_ahead(3)
+    with harness.client(**{"Idempotency-Key": "abc-1"}) as c:
+        first = c.post("/v1/appointments", json=booking(f"{d}T09:00:00"))
+        assert first.status_code == 201, first.text
+        again = c.post("/v1/appointments", content=msgspec.json.encode(booking(f"{d}T09:00:00"))[::1])
+        assert again.status_code == 201
+        assert again.json() == first.json()
+        assert again.headers.get("idempotent-replayed") == "true"
+        other = c.post("/v1/appointments", json=booking(f"{d}T11:00:00"))
+        assert other.status_code == 422
+        assert other.json()["code"] == "idempotency_mismatch"
+    assert active_appointments(harness) == 1
+
+
+def test_concurrent_retries_with_one_key_book_once(harness: Harness) -> None:
+    d = day_ahead(4)
+    harness.emulator.faults.add(Fault(kind=FaultKind.LATENCY, method="POST", delay_ms=400))
+    body = booking(f"{d}T13:00:00")
+
+    def send(_: int) -> httpx.Response:
+        with harness.client(**{"Idempotency-Key": "race-1"}) as c:
+            return c.post("/v1/appointments", json=body)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(send, range(4)))
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(201) >= 1
+    assert set(codes) <= {201, 409}
+    for r in results:
+        if r.status_code == 409:
+            assert r.json()["code"] == "idempotency_in_flight"
+    assert active_appointments(harness) == 1
+
+
+def test_stored_rejection_replays(harness: Harness) -> None:
+    d = day_ahead(5)
+    with harness.client() as c:
+        assert c.post("/v1/appointments", json=booking(f"{d}T10:00:00")).status_code == 201
+    with harness.client(**{"Idempotency-Key": "taken-1"}) as c:
+        body = booking(f"{d}T10:00:00", practitioner={"name": "Alice Nguyen"})
+        r1 = c.post("/v1/appointments", json=body)
+        assert r1.status_code == 409
+        assert r1.json()["code"] == "slot_unavailable"
+        assert r1.headers["content-type"].startswith("application/problem+json")
+        r2 = c.post("/v1/appointments", json=body)
+        assert r2.status_code == 409
+        assert r2.headers.get("idempotent-replayed") == "true"
+    assert active_appointments(harness) == 1
+
+
+def test_a_key_reaches_only_its_own_location(harness: Harness) -> None:
+    d = day_ahead(2)
+    with harness.client(0) as north:
+        appt = north.post("/v1/appointments", json=booking(f"{d}T15:00:00")).json()
+    with harness.client(1) as south:  # another business of the same Cliniko account
+        for r in (
+            south.get(f"/v1/appointments/{appt['id']}"),
+            south.patch(f"/v1/appointments/{appt['id']}", json={"notes": "x"}),
+            south.post(f"/v1/appointments/{appt['id']}/cancel", json={}),
+        ):
+            assert r.status_code == 404, r.text
+            assert r.json()["code"] == "not_found"
+    with harness.client(0) as north:
+        assert north.get(f"/v1/appointments/{appt['id']}").json()["status"] == "booked"
+
+
+def test_unauthenticated_and_revoked_keys_are_refused(harness: Harness) -> None:
+    with harness.anonymous() as c:
+        r = c.get("/v1/practitioners")
+        assert r.status_code == 401
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["code"] == "unauthorized"
+        assert c.get("/v1/practitioners", headers={"x-api-key": "egw_live_nope"}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (booking("2031-01-01T10:00:00", practitioner={"email": "nobody@example.com"}), 422, "unknown_practitioner"),
+        (booking("2031-01-01T10:00:00", service={"name": "Massage"}), 422, "unknown_service"),
+        (booking("2031-01-01T10:00:00", practitioner={}), 422, "validation_failed"),
+        (booking("not a time"), 422, "validation_failed"),
+        (booking("2031-01-01T10:00:00", surprise=1), 422, "validation_failed"),
+        (booking("2031-01-01T10:00:00", time_zone="Mars/Olympus"), 422, "validation_failed"),
+        # 02:30 on the first Sunday of October does not exist in Melbourne (clocks go 02:00 -> 03:00).
+        (booking("2031-10-05T02:30:00"), 422, "validation_failed"),
+    ],
+)
+def test_bad_bookings_get_clear_problems(harness: Harness, body: dict[str, Any], status: int, code: str) -> None:
+    with harness.client() as c:
+        r = c.post("/v1/appointments", json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["code"] == code
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert active_appointments(harness) == 0
+
+
+def test_malformed_json_is_bad_request(harness: Harness) -> None:
+    with harness.client() as c:
+        r = c.post("/v1/appointments", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["code"] == "bad_request"
+
+
+def test_emr_failures_map_to_stable_codes(harness: Harness) -> None:
+    with harness.client() as c:
+        harness.emulator.faults.add(Fault(kind=FaultKind.RATE_LIMIT, path_prefix="/v1/individual_appointments",
+                                          retry_after=7, count=1))
+        r = c.get("/v1/appointments/1234567890123456789")
+        assert r.status_code == 429
+        assert r.json()["code"] == "rate_limited"
+        assert 1 <= int(r.headers["retry-after"]) <= 8
+        harness.emulator.faults.add(Fault(kind=FaultKind.ERROR_5XX, status=503, count=10))
+        r = c.get("/v1/appointments/1234567890123456789")
+        assert r.status_code == 503
+        assert r.json()["code"] == "emr_unavailable"
+        harness.emulator.faults.clear()
+        r = c.get("/v1/appointments/1234567890123456789")
+        assert r.status_code == 404
+        assert r.json()["code"] == "not_found"
+
+
+def test_availability_and_next_slot(harness: Harness) -> None:
+    d = day_ahead(2)
+    params = {"practitioner_email": "alice.nguyen@example.com", "service_name": "Standard Consultation",
+              "from": d.isoformat(), "to": d.isoformat()}
+    with harness.client() as c:
+        r = c.get("/v1/availability", params=params)
+        assert r.status_code == 200, r.text
+        slots = r.json()["items"]
+        assert slots, "an open day has slots"
+        first = datetime.fromisoformat(slots[0]["start"]).astimezone(ZoneInfo(TZ))
+        assert (first.hour, first.minute) == (9, 0)
+        assert datetime.fromisoformat(slots[0]["end"]) - datetime.fromisoformat(slots[0]["start"]) == timedelta(minutes=30)
+        # Book the first slot: it disappears.
+        c.post("/v1/appointments", json=booking(slots[0]["start"]))
+        after = c.get("/v1/availability", params=params).json()["items"]
+        assert slots[0]["start"] not in [s["start"] for s in after]
+        nxt = c.get("/v1/availability/next", params={**params, "to": (d + timedelta(days=3)).isoformat()})
+        assert nxt.status_code == 200, nxt.text
+        assert nxt.json()["slot"] is not None
+
+
+def test_patient_lookup_or_create(harness: Harness) -> None:
+    with harness.client() as c:
+        existing = c.post("/v1/patients", json={"first_name": "Jane", "last_name": "Citizen",
+                                                "email": "jane.citizen@example.com"})
+        assert existing.status_code == 200, existing.text
+        assert existing.json()["created"] is False
+        new = {"first_name": "Omar", "last_name": "Haddad", "email": "omar@example.com", "phone": "0412 000 111"}
+        created = c.post("/v1/patients", json=new)
+        assert created.status_code == 201, created.text
+        assert created.json()["patient"]["phones"] == ["+61412000111"]
+        again = c.post("/v1/patients", json=new)
+        assert again.status_code == 200
+        assert again.json()["patient"]["id"] == created.json()["patient"]["id"]
+        found = c.get("/v1/patients", params={"email": "omar@example.com"}).json()["items"]
+        assert [p["id"] for p in found] == [created.json()["patient"]["id"]]
+        by_name = c.get("/v1/patients", params={"name": "Omar Haddad"}).json()["items"]
+        assert [p["id"] for p in by_name] == [created.json()["patient"]["id"]]
+
+
+def test_catalog(harness: Harness) -> None:
+    with harness.client() as c:
+        practitioners = c.get("/v1/practitioners").json()["items"]
+        assert {p["email"] for p in practitioners} == {"alice.nguyen@example.com", "ben.carter@example.com"}
+        services = c.get("/v1/services").json()["items"]
+        assert {s["name"]: s["duration_minutes"] for s in services} == {
+            "Standard Consultation": 30, "Initial Assessment": 60}
+        locations = c.get("/v1/locations").json()["items"]
+        assert [loc["time_zone"] for loc in locations] == [TZ]
+
+
+def test_health_ready_metrics(harness: Harness) -> None:
+    with harness.anonymous() as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").status_code == 200
+        c.get("/v1/practitioners")
+        text = c.get("/metrics").text
+        assert 'egw_http_requests_total{method="GET",route="/v1/practitioners",status="401"}' in text

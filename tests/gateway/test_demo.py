@@ -1,0 +1,52 @@
+"""`emr-gateway demo --json`: the printed key and location book, reschedule and cancel through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+
+
+def test_demo_prints_a_working_key_per_emr(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EGW_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "demo", "--json", "--port", "0", "--dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert {loc["emr"] for loc in info["locations"]} >= {"cliniko"}
+        base = info["base_url"]
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            import time
+
+            time.sleep(0.05)
+        loc = next(loc for loc in info["locations"] if loc["emr"] == "cliniko")
+        tz = "Australia/Melbourne"
+        d = datetime.now(ZoneInfo(tz)).date() + timedelta(days=1)
+        with httpx.Client(base_url=base, headers={"x-api-key": loc["api_key"]}, timeout=30) as c:
+            r = c.post("/v1/appointments", json={
+                "practitioner": {"email": "alice.nguyen@example.com"}, "service": {"name": "Standard Consultation"},
+                "patient": {"email": "jane.citizen@example.com", "first_name": "Jane", "last_name": "Citizen"},
+                "start": f"{d}T10:00:00", "time_zone": tz})
+            assert r.status_code == 201, r.text
+            appt_id = r.json()["id"]
+            r = c.patch(f"/v1/appointments/{appt_id}", json={"start": f"{d}T11:00:00", "time_zone": tz})
+            assert r.status_code == 200, r.text
+            r = c.post(f"/v1/appointments/{appt_id}/cancel", json={"reason": "other"})
+            assert r.json()["status"] == "cancelled"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
