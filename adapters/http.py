@@ -18,7 +18,8 @@ from tenacity import (
     retry_if_exception,
     retry_if_result,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from adapters.errors import AdapterError, Timeout, Unavailable
@@ -70,7 +71,7 @@ async def send_read(send: Callable[[], Awaitable[httpx.Response]], policy: Retry
     """
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max(1, policy.attempts)),
-        wait=wait_exponential_jitter(initial=policy.initial_delay, max=policy.max_delay, jitter=policy.jitter),
+        wait=wait_exponential(multiplier=policy.initial_delay, max=policy.max_delay) + wait_random(0, policy.jitter),
         retry=retry_if_exception(is_retryable_exception) | retry_if_result(_retryable_response),
         retry_error_callback=_last_outcome,
         reraise=True,

@@ -16,6 +16,7 @@ from gateway.auth import provide_principal
 from gateway.access_log import access_log_middleware
 from gateway.config import GatewayConfig
 from gateway.crypto import Keyring
+from gateway.logging_setup import quiet_http_clients
 from gateway.metrics import Metrics
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes.appointments import AppointmentsController
@@ -51,6 +52,7 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Litestar:
+    quiet_http_clients()
     metrics_ = Metrics()
 
     @asynccontextmanager
@@ -76,5 +78,6 @@ def create_app(
         middleware=[access_log_middleware(metrics_)],  # type: ignore[list-item]
         openapi_config=openapi_config(),
         request_max_body_size=config.max_body_bytes,
+        logging_config=None,
         debug=False,
     )

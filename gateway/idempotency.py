@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from litestar import Request, Response
@@ -38,10 +39,10 @@ async def run_idempotent(
     request: Request[object, object, State],
     principal: Principal,
     runtime: Runtime,
-    action: Callable[[], Awaitable[Response[bytes]]],
+    action: Callable[[], Awaitable[Response[Any]]],
     *,
     key: str | None = None,
-) -> Response[bytes]:
+) -> Response[Any]:
     key = key if key is not None else request.headers.get(HEADER)
     if key is None:
         return await action()
@@ -87,7 +88,8 @@ async def run_idempotent(
     except BaseException:
         await runtime.store.idem_release(scope)
         raise
-    body = response.content if isinstance(response.content, bytes) else b""
+    content = response.content
+    body = content if isinstance(content, bytes) else msgspec.json.encode(content)
     await runtime.store.idem_complete(
         scope,
         status_code=response.status_code,

@@ -138,7 +138,10 @@ class ClinikoClient:
 
     async def _get_response(self, url: str, params: Params | None) -> httpx.Response:
         async def send() -> httpx.Response:
-            return await self.http.get(url, params=list(params or ()), headers=self._headers, auth=self._auth)
+            # No `params` at all when following a link: httpx would replace the link's own query string.
+            return await self.http.get(
+                url, params=list(params) if params else None, headers=self._headers, auth=self._auth
+            )
 
         try:
             return await send_read(send, self.retry)

@@ -7,7 +7,7 @@ import getpass
 import os
 import sys
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
 
@@ -17,7 +17,7 @@ from gateway.storage.migrate import head_revision
 from gateway.storage.records import ApiKeyRecord, LocationRecord
 from gateway.storage.store import Store
 
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class CommandError(Exception):

@@ -59,5 +59,7 @@ def run_generate(args: argparse.Namespace) -> int:
     entry = generate_key(key_id)
     emit(args, GeneratedKey(key_id=key_id, entry=entry), entry)
     if not args.json:
-        sys.stderr.write("Put it first in EGW_MASTER_KEY (comma-separated), then run `emr-gateway rotate-master-key`.\n")
+        sys.stderr.write(
+            "Put it first in EGW_MASTER_KEY (comma-separated), then run `emr-gateway rotate-master-key`.\n"
+        )
     return 0

@@ -302,8 +302,10 @@ class Store:
                     self._insert(t)
                     .values(api_key_id=scope.api_key_id, method=scope.method, route=scope.route, key=scope.key, **fresh)
                     .on_conflict_do_nothing()
+                    .returning(t.c.key)
                 )
-                if inserted.rowcount == 1:
+                # RETURNING, not rowcount: psycopg's async cursor does not report rowcount for ON CONFLICT inserts.
+                if inserted.first() is not None:
                     return IdemStarted()
                 row = (await conn.execute(select(t).where(_scope_clause(scope)).with_for_update())).first()
                 if row is None:
