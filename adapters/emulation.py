@@ -22,6 +22,7 @@ import litestar
 import msgspec
 import uvicorn
 from litestar import delete, get, post
+from litestar.params import JSONBody
 from litestar.types.composite_types import Dependencies
 
 # Loose ASGI types: these layers only read a few keys, and Litestar's TypedDict unions get in the way.
@@ -251,7 +252,7 @@ def control_handlers(emulator: Emulator) -> list[Any]:
     """`POST|DELETE /_emulator/faults`, `GET /_emulator/stats` for one emulator."""
 
     @post(f"{CONTROL_PREFIX}/faults", status_code=204, sync_to_thread=False)
-    def add_fault(data: Fault) -> None:
+    def add_fault(data: JSONBody[Fault]) -> None:
         emulator.faults.add(data)
 
     @delete(f"{CONTROL_PREFIX}/faults", status_code=204, sync_to_thread=False)

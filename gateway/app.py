@@ -12,8 +12,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from gateway.auth import provide_principal
 from gateway.access_log import access_log_middleware
+from gateway.auth import provide_principal
 from gateway.config import GatewayConfig
 from gateway.crypto import Keyring
 from gateway.logging_setup import quiet_http_clients
@@ -60,7 +60,9 @@ def create_app(
         store = await Store.open(config.database_url, keyring)
         timeout = httpx.Timeout(config.emr_timeout_seconds, connect=config.emr_connect_timeout_seconds)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, follow_redirects=False) as http:
+        async with httpx.AsyncClient(
+            timeout=timeout, limits=limits, transport=transport, follow_redirects=False
+        ) as http:
             app.state.runtime = Runtime(config, store, http, metrics_)
             try:
                 yield

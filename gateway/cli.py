@@ -3,34 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import OperationalError
 
-from gateway.commands import CommandError, Subparsers, demo, keys, locations, migrate, openapi, rotate, serve
+from gateway.commands import CommandError, Subparsers
 from gateway.crypto import DecryptError, KeyringError
 from gateway.storage.errors import StorageError
 from gateway.storage.urls import DatabaseURLError
 
 PROG = "emr-gateway"
 
-# Explicit, ordered, and the only place a command is wired in: `--help` lists them in this order.
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    serve.register,
-    demo.register,
-    migrate.register,
-    locations.register,
-    keys.register,
-    rotate.register,
-    openapi.register,
-)
+# Explicit, ordered, and the only place a command is wired in: command name -> the module whose `register(sub)`
+# adds it; `--help` lists them in this order. Only the invoked command's module is imported, so the admin
+# commands start without loading the web app and the emulators.
+COMMANDS: dict[str, str] = {
+    "serve": "gateway.commands.serve",
+    "demo": "gateway.commands.demo",
+    "migrate": "gateway.commands.migrate",
+    "locations": "gateway.commands.locations",
+    "keys": "gateway.commands.keys",
+    "rotate-master-key": "gateway.commands.rotate",
+    "generate-master-key": "gateway.commands.rotate",
+    "openapi": "gateway.commands.openapi",
+    "support-matrix": "gateway.commands.matrix",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: Sequence[str]) -> list[str]:
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    if first in COMMANDS:
+        return [COMMANDS[first]]
+    return list(dict.fromkeys(COMMANDS.values()))  # --help or a typo: argparse then lists every command
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="EMR Gateway: one API for booking in many EMRs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for register in COMMANDS:
+    for name in _modules_for(argv):
+        register: Callable[[Subparsers], None] = importlib.import_module(name).register
         register(sub)
     return parser
 
@@ -41,7 +54,8 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

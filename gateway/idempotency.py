@@ -14,7 +14,7 @@ from adapters import errors as ae
 from gateway.errors import BadRequest, GatewayError, IdempotencyInFlight, IdempotencyMismatch
 from gateway.problems import from_adapter_error, problem_response
 from gateway.runtime import Principal, Runtime
-from gateway.storage.records import IdemInFlight, IdemMismatch, IdemReplay, IdempotencyScope
+from gateway.storage.records import IdemInFlight, IdemMismatch, IdempotencyScope, IdemReplay
 from gateway.times import now_utc
 
 HEADER = "Idempotency-Key"

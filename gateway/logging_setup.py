@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 
-
 QUIET = ("httpx", "httpcore", "uvicorn.access", "hpack")
 
 

@@ -52,8 +52,12 @@ def problem_response(problem: Problem) -> Response[bytes]:
     )
 
 
-def _problem(status: int, code: ErrorCode, title: str, request: Request[object, object, object], **kw: object) -> Problem:
-    return Problem(type=PROBLEM_TYPE + code.value, title=title, status=status, code=code, instance=request.url.path, **kw)  # type: ignore[arg-type]
+def _problem(
+    status: int, code: ErrorCode, title: str, request: Request[object, object, object], **kw: object
+) -> Problem:
+    return Problem(
+        type=PROBLEM_TYPE + code.value, title=title, status=status, code=code, instance=request.url.path, **kw
+    )  # type: ignore[arg-type]
 
 
 def from_adapter_error(exc: ae.AdapterError, request: Request[object, object, object]) -> Problem:
@@ -65,7 +69,14 @@ def from_adapter_error(exc: ae.AdapterError, request: Request[object, object, ob
     retry_after = exc.retry_after if isinstance(exc, ae.RateLimited) else None
     operation_id = exc.operation_id if isinstance(exc, ae.OutcomeUnknown) else None
     return _problem(
-        status, code, title, request, detail=exc.message, emr=emr, errors=errors, retry_after=retry_after,
+        status,
+        code,
+        title,
+        request,
+        detail=exc.message,
+        emr=emr,
+        errors=errors,
+        retry_after=retry_after,
         operation_id=operation_id,
     )
 
@@ -77,7 +88,9 @@ def handle_adapter_error(request: Request[object, object, object], exc: ae.Adapt
 
 def handle_gateway_error(request: Request[object, object, object], exc: GatewayError) -> Response[bytes]:
     return problem_response(
-        _problem(exc.status, exc.code, exc.title, request, detail=exc.detail, errors=exc.errors, retry_after=exc.retry_after)
+        _problem(
+            exc.status, exc.code, exc.title, request, detail=exc.detail, errors=exc.errors, retry_after=exc.retry_after
+        )
     )
 
 

@@ -23,7 +23,13 @@ def norm(text: str | None) -> str:
     return " ".join((text or "").casefold().split())
 
 
-def _one(items: Sequence[T], match: Callable[[T], bool], what: str, error: type[ValidationFailed] | type[UnknownService] | type[UnknownPractitioner], field: str) -> T:  # noqa: E501
+def _one(
+    items: Sequence[T],
+    match: Callable[[T], bool],
+    what: str,
+    error: type[ValidationFailed] | type[UnknownService] | type[UnknownPractitioner],
+    field: str,
+) -> T:
     found = [i for i in items if match(i)]
     if len(found) == 1:
         return found[0]
@@ -47,7 +53,9 @@ def resolve_practitioner(catalog: Catalog, ref: PractitionerRef, field: str = "p
     if kind == "id":
         return _one(items, lambda p: p.id == ref.id, "practitioner", UnknownPractitioner, f"{field}.id")
     if kind == "email":
-        return _one(items, lambda p: norm(p.email) == norm(ref.email), "practitioner", UnknownPractitioner, f"{field}.email")
+        return _one(
+            items, lambda p: norm(p.email) == norm(ref.email), "practitioner", UnknownPractitioner, f"{field}.email"
+        )
     wanted = norm(ref.name)
     return _one(
         items,
@@ -100,7 +108,11 @@ async def lookup_or_create_patient(
             errors=[FieldError(field=field, message="give id, email or phone")],
         )
     query = PatientQuery(
-        email=ref.email, phone=phone, first_name=ref.first_name, last_name=ref.last_name, date_of_birth=ref.date_of_birth
+        email=ref.email,
+        phone=phone,
+        first_name=ref.first_name,
+        last_name=ref.last_name,
+        date_of_birth=ref.date_of_birth,
     )
     if ref.email:
         query = PatientQuery(email=ref.email)
@@ -120,6 +132,10 @@ async def lookup_or_create_patient(
             errors=[FieldError(field=field, message="first_name and last_name required to create")],
         )
     new = NewPatient(
-        first_name=ref.first_name, last_name=ref.last_name, email=ref.email, phone=phone, date_of_birth=ref.date_of_birth
+        first_name=ref.first_name,
+        last_name=ref.last_name,
+        email=ref.email,
+        phone=phone,
+        date_of_birth=ref.date_of_birth,
     )
     return await adapter.create_patient(new), True

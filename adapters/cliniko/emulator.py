@@ -53,6 +53,7 @@ import msgspec
 import phonenumbers
 from litestar import Request, Response, get, patch, post
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 
 from adapters.cliniko import wire
 from adapters.emulation import (
@@ -938,21 +939,21 @@ class ClinikoEmulator(Emulator):
             return reply(appointment, 201, {"Location": f"{base}/v1/individual_appointments/{new_id}"})
 
         @get("/v1/individual_appointments/{appointment_id:str}", sync_to_thread=False)
-        def get_appointment(request: Request[Any, Any, Any], appointment_id: str) -> Response[bytes]:
+        def get_appointment(request: Request[Any, Any, Any], appointment_id: FromPath[str]) -> Response[bytes]:
             with em._lock:
                 return reply(em._appointment(_base(request), em._find(em.appointments, appointment_id)))
 
         @patch("/v1/individual_appointments/{appointment_id:str}")
-        async def update_appointment(request: Request[Any, Any, Any], appointment_id: str) -> Response[bytes]:
+        async def update_appointment(request: Request[Any, Any, Any], appointment_id: FromPath[str]) -> Response[bytes]:
             return reply(em.update_appointment(_base(request), appointment_id, await request.body()))
 
         @patch("/v1/individual_appointments/{appointment_id:str}/cancel")
-        async def cancel_appointment(request: Request[Any, Any, Any], appointment_id: str) -> Response[bytes]:
+        async def cancel_appointment(request: Request[Any, Any, Any], appointment_id: FromPath[str]) -> Response[bytes]:
             em.cancel_appointment(appointment_id, await request.body())
             return reply(None, 204)
 
         @get("/v1/individual_appointments/{appointment_id:str}/conflicts", sync_to_thread=False)
-        def conflicts(appointment_id: str) -> Response[bytes]:
+        def conflicts(appointment_id: FromPath[str]) -> Response[bytes]:
             with em._lock:
                 rec = em._find(em.appointments, appointment_id)
                 exist = rec.active() and any(
@@ -975,7 +976,7 @@ class ClinikoEmulator(Emulator):
             return reply(patient, 201, {"Location": f"{base}/v1/patients/{new_id}"})
 
         @get("/v1/patients/{patient_id:str}", sync_to_thread=False)
-        def get_patient(request: Request[Any, Any, Any], patient_id: str) -> Response[bytes]:
+        def get_patient(request: Request[Any, Any, Any], patient_id: FromPath[str]) -> Response[bytes]:
             with em._lock:
                 return reply(em._patient(_base(request), em._find(em.patients, patient_id)))
 
@@ -1006,17 +1007,17 @@ class ClinikoEmulator(Emulator):
             return practitioner_list(request, [p for p in em.practitioners.values() if p.active])
 
         @get("/v1/businesses/{business_id:str}/practitioners", sync_to_thread=False)
-        def business_practitioners(request: Request[Any, Any, Any], business_id: str) -> Response[bytes]:
+        def business_practitioners(request: Request[Any, Any, Any], business_id: FromPath[str]) -> Response[bytes]:
             em._find(em.businesses, business_id)
             return practitioner_list(request, [p for p in em.practitioners.values() if p.active])
 
         @get("/v1/appointment_types/{type_id:str}/practitioners", sync_to_thread=False)
-        def type_practitioners(request: Request[Any, Any, Any], type_id: str) -> Response[bytes]:
+        def type_practitioners(request: Request[Any, Any, Any], type_id: FromPath[str]) -> Response[bytes]:
             em._find(em.appointment_types, type_id)
             return practitioner_list(request, [p for p in em.practitioners.values() if p.active])
 
         @get("/v1/practitioners/{practitioner_id:str}", sync_to_thread=False)
-        def get_practitioner(request: Request[Any, Any, Any], practitioner_id: str) -> Response[bytes]:
+        def get_practitioner(request: Request[Any, Any, Any], practitioner_id: FromPath[str]) -> Response[bytes]:
             return reply(em._practitioner(_base(request), em._find(em.practitioners, practitioner_id)))
 
         @get("/v1/users", sync_to_thread=False)
@@ -1030,7 +1031,7 @@ class ClinikoEmulator(Emulator):
             return reply(wire.UserList(users=[em._user(base, u) for u in chunk], total_entries=total, links=links))
 
         @get("/v1/users/{user_id:str}", sync_to_thread=False)
-        def get_user(request: Request[Any, Any, Any], user_id: str) -> Response[bytes]:
+        def get_user(request: Request[Any, Any, Any], user_id: FromPath[str]) -> Response[bytes]:
             return reply(em._user(_base(request), em._find(em.users, user_id)))
 
         def type_list(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -1057,12 +1058,12 @@ class ClinikoEmulator(Emulator):
             return type_list(request)
 
         @get("/v1/practitioners/{practitioner_id:str}/appointment_types", sync_to_thread=False)
-        def practitioner_types(request: Request[Any, Any, Any], practitioner_id: str) -> Response[bytes]:
+        def practitioner_types(request: Request[Any, Any, Any], practitioner_id: FromPath[str]) -> Response[bytes]:
             em._find(em.practitioners, practitioner_id)
             return type_list(request)
 
         @get("/v1/appointment_types/{type_id:str}", sync_to_thread=False)
-        def get_type(request: Request[Any, Any, Any], type_id: str) -> Response[bytes]:
+        def get_type(request: Request[Any, Any, Any], type_id: FromPath[str]) -> Response[bytes]:
             return reply(em._appointment_type(_base(request), em._find(em.appointment_types, type_id)))
 
         @get("/v1/businesses", sync_to_thread=False)
@@ -1085,13 +1086,16 @@ class ClinikoEmulator(Emulator):
             )
 
         @get("/v1/businesses/{business_id:str}", sync_to_thread=False)
-        def get_business(request: Request[Any, Any, Any], business_id: str) -> Response[bytes]:
+        def get_business(request: Request[Any, Any, Any], business_id: FromPath[str]) -> Response[bytes]:
             return reply(em._business(_base(request), em._find(em.businesses, business_id)))
 
         avail = "/v1/businesses/{business_id:str}/practitioners/{practitioner_id:str}/appointment_types/{type_id:str}"
 
         def slots_for(
-            request: Request[Any, Any, Any], business_id: str, practitioner_id: str, type_id: str
+            request: Request[Any, Any, Any],
+            business_id: FromPath[str],
+            practitioner_id: FromPath[str],
+            type_id: FromPath[str],
         ) -> list[datetime.datetime]:
             with em._lock:
                 business = em._find(em.businesses, business_id)
@@ -1102,7 +1106,10 @@ class ClinikoEmulator(Emulator):
 
         @get(avail + "/available_times", sync_to_thread=False)
         def available_times(
-            request: Request[Any, Any, Any], business_id: str, practitioner_id: str, type_id: str
+            request: Request[Any, Any, Any],
+            business_id: FromPath[str],
+            practitioner_id: FromPath[str],
+            type_id: FromPath[str],
         ) -> Response[bytes]:
             slots = slots_for(request, business_id, practitioner_id, type_id)
             chunk, total, links = em._page(request, slots)
@@ -1114,7 +1121,10 @@ class ClinikoEmulator(Emulator):
 
         @get(avail + "/next_available_time", sync_to_thread=False)
         def next_available_time(
-            request: Request[Any, Any, Any], business_id: str, practitioner_id: str, type_id: str
+            request: Request[Any, Any, Any],
+            business_id: FromPath[str],
+            practitioner_id: FromPath[str],
+            type_id: FromPath[str],
         ) -> Response[bytes]:
             slots = slots_for(request, business_id, practitioner_id, type_id)
             url = _base(request) + request.scope["path"]

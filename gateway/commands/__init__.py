@@ -113,6 +113,8 @@ def actor() -> str:
 
 async def open_store(url: str, keyring: Keyring) -> Store:
     """Commands never migrate implicitly: an old schema is an error that says what to run."""
+    if urls.backend_of(url) == "sqlite" and not urls.sqlite_path(url).exists():
+        raise CommandError(f"no database at {urls.sqlite_path(url)}: run `emr-gateway migrate` first")
     store = await Store.open(url, keyring)
     try:
         current = await store.schema_revision()

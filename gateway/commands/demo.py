@@ -58,7 +58,9 @@ def _next_weekday(tz: str, seed: EmulatorSeed) -> date:
     return day
 
 
-async def _seed(db_url: str, keyring: Keyring, started: list[tuple[str, str, bytes, bytes]], tz: str) -> list[DemoLocation]:
+async def _seed(
+    db_url: str, keyring: Keyring, started: list[tuple[str, str, bytes, bytes]], tz: str
+) -> list[DemoLocation]:
     store = await Store.open(db_url, keyring)
     try:
         out = []
@@ -74,7 +76,15 @@ async def _seed(db_url: str, keyring: Keyring, started: list[tuple[str, str, byt
         await store.close()
 
 
+def _curl(method: str, url: str, api_key: str, body: object, *extra: str) -> str:
+    headers = [f"x-api-key: {api_key}", "content-type: application/json", *extra]
+    parts = ["curl", "-s", "-X", method, url, *[f"-H {shlex.quote(h)}" for h in headers]]
+    parts.append(f"-d {shlex.quote(json.dumps(body))}")
+    return " ".join(parts)
+
+
 def curl_lines(base_url: str, loc: DemoLocation, seed: EmulatorSeed) -> list[str]:
+    """Book tomorrow (or the next open day) at 10:00 local, move it to 11:00, cancel it."""
     day = _next_weekday(seed.time_zone, seed)
     practitioner, service, patient = seed.practitioners[0], seed.services[0], seed.patients[0]
     book = {
@@ -85,16 +95,13 @@ def curl_lines(base_url: str, loc: DemoLocation, seed: EmulatorSeed) -> list[str
         "time_zone": seed.time_zone,
         "notes": "Booked from the demo",
     }
-    key = shlex.quote(loc.api_key)
+    move = {"start": f"{day.isoformat()}T11:00:00", "time_zone": seed.time_zone}
+    appointments = f"{base_url}/v1/appointments"
     return [
-        f"curl -s -X POST {base_url}/v1/appointments -H 'x-api-key: {loc.api_key}' "
-        f"-H 'Idempotency-Key: demo-{loc.emr}-1' -H 'content-type: application/json' "
-        f"-d {shlex.quote(json.dumps(book))}",
-        f"# then, with the id it returns:  ID=...",
-        f"curl -s -X PATCH {base_url}/v1/appointments/$ID -H 'x-api-key: {loc.api_key}' -H 'content-type: application/json' "
-        f"-d '{{\"start\": \"{day.isoformat()}T11:00:00\", \"time_zone\": \"{seed.time_zone}\"}}'",
-        f"curl -s -X POST {base_url}/v1/appointments/$ID/cancel -H x-api-key:{key} -H 'content-type: application/json' "
-        "-d '{\"reason\": \"other\", \"note\": \"demo\"}'",
+        _curl("POST", appointments, loc.api_key, book, f"Idempotency-Key: demo-{loc.emr}-1"),
+        "ID=...   # the \"id\" the booking returned",
+        _curl("PATCH", f"{appointments}/$ID", loc.api_key, move),
+        _curl("POST", f"{appointments}/$ID/cancel", loc.api_key, {"reason": "other", "note": "demo"}),
     ]
 
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from gateway.auth import runtime_of
-from gateway.routes.docs import PROBLEMS
 from gateway.errors import ValidationFailed
 from gateway.idempotency import run_idempotent
 from gateway.resolver import lookup_or_create_patient, resolve_practitioner, resolve_service
 from gateway.routes.context import LocationScope, scope_for
+from gateway.routes.docs import PROBLEMS
 from gateway.runtime import Principal
 from gateway.times import parse_bound, to_instant, zone
 from schemas.appointments import (
@@ -26,8 +27,8 @@ from schemas.appointments import (
 from schemas.commands import AppointmentQuery, BookCommand, CancelCommand, RescheduleCommand
 from schemas.problems import FieldError
 
-IdemHeader = Parameter(
-    header="Idempotency-Key",
+IdemHeader = HeaderParameter(
+    name="Idempotency-Key",
     required=False,
     description="Makes the write safe to retry: the same key and body replays the first outcome for 24 h.",
 )
@@ -56,6 +57,9 @@ async def book_in(scope: LocationScope, data: BookAppointment) -> Appointment:
     return await scope.adapter.book(command)
 
 
+BOUND = "RFC 3339, or YYYY-MM-DD (the location's local day)"
+
+
 class AppointmentsController(Controller):
     path = "/v1/appointments"
     tags = ["appointments"]
@@ -64,9 +68,9 @@ class AppointmentsController(Controller):
     async def book(
         self,
         request: Request[Any, Any, State],
-        principal: Principal,
-        data: BookAppointment,
-        idempotency_key: str | None = IdemHeader,
+        principal: NamedDependency[Principal],
+        data: JSONBody[BookAppointment],
+        idempotency_key: Annotated[str | None, IdemHeader] = None,
     ) -> Response[Appointment]:
         runtime = runtime_of(request.app.state)
         scope = await scope_for(runtime, principal)
@@ -77,7 +81,9 @@ class AppointmentsController(Controller):
         return cast(Response[Appointment], await run_idempotent(request, principal, runtime, action))
 
     @get("/{appointment_id:str}", responses=PROBLEMS, summary="Get an appointment")
-    async def get_one(self, request: Request[Any, Any, State], principal: Principal, appointment_id: str) -> Appointment:
+    async def get_one(
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], appointment_id: str
+    ) -> Appointment:
         scope = await scope_for(runtime_of(request.app.state), principal)
         return await scope.adapter.get_appointment(appointment_id)
 
@@ -85,10 +91,10 @@ class AppointmentsController(Controller):
     async def reschedule(
         self,
         request: Request[Any, Any, State],
-        principal: Principal,
-        appointment_id: str,
-        data: RescheduleAppointment,
-        idempotency_key: str | None = IdemHeader,
+        principal: NamedDependency[Principal],
+        appointment_id: FromPath[str],
+        data: JSONBody[RescheduleAppointment],
+        idempotency_key: Annotated[str | None, IdemHeader] = None,
     ) -> Response[Appointment]:
         runtime = runtime_of(request.app.state)
         scope = await scope_for(runtime, principal)
@@ -100,7 +106,9 @@ class AppointmentsController(Controller):
             start = to_instant(data.start, tz, field="start") if data.start else None
             end = to_instant(data.end, tz, field="end") if data.end else None
             if start and end and end <= start:
-                raise ValidationFailed("end must be after start", errors=[FieldError(field="end", message="not after start")])
+                raise ValidationFailed(
+                    "end must be after start", errors=[FieldError(field="end", message="not after start")]
+                )
             practitioner_id = None
             if data.practitioner is not None:
                 practitioner_id = resolve_practitioner(await scope.catalog(), data.practitioner).id
@@ -115,10 +123,10 @@ class AppointmentsController(Controller):
     async def cancel(
         self,
         request: Request[Any, Any, State],
-        principal: Principal,
-        appointment_id: str,
-        data: CancelAppointment,
-        idempotency_key: str | None = IdemHeader,
+        principal: NamedDependency[Principal],
+        appointment_id: FromPath[str],
+        data: JSONBody[CancelAppointment],
+        idempotency_key: Annotated[str | None, IdemHeader] = None,
     ) -> Response[Appointment]:
         runtime = runtime_of(request.app.state)
         scope = await scope_for(runtime, principal)
@@ -133,10 +141,10 @@ class AppointmentsController(Controller):
     async def list_for_patient(
         self,
         request: Request[Any, Any, State],
-        principal: Principal,
+        principal: NamedDependency[Principal],
         patient_id: str,
-        from_: str | None = Parameter(query="from", required=False, description="RFC 3339 or YYYY-MM-DD (local)"),
-        to: str | None = Parameter(query="to", required=False, description="RFC 3339 or YYYY-MM-DD (local)"),
+        from_: Annotated[str | None, QueryParameter(name="from", description=BOUND)] = None,
+        to: Annotated[str | None, QueryParameter(name="to", description=BOUND)] = None,
     ) -> AppointmentList:
         scope = await scope_for(runtime_of(request.app.state), principal)
         query = AppointmentQuery(

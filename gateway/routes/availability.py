@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 
 from gateway.auth import runtime_of
-from gateway.routes.docs import PROBLEMS
 from gateway.errors import ValidationFailed
 from gateway.resolver import resolve_practitioner, resolve_service
 from gateway.routes.context import LocationScope, scope_for
+from gateway.routes.docs import PROBLEMS
 from gateway.runtime import Principal
 from gateway.times import now_utc, parse_bound
 from schemas.availability import Slot, SlotList
@@ -41,7 +42,9 @@ class _Refs(msgspec.Struct, kw_only=True):
     service_code: str | None = None
 
 
-async def _query(scope: LocationScope, refs: _Refs, from_: str | None, to: str | None, horizon: timedelta) -> AvailabilityQuery:
+async def _query(
+    scope: LocationScope, refs: _Refs, from_: str | None, to: str | None, horizon: timedelta
+) -> AvailabilityQuery:
     catalog = await scope.catalog()
     practitioner = resolve_practitioner(
         catalog, PractitionerRef(id=refs.practitioner_id, email=refs.practitioner_email, name=refs.practitioner_name)
@@ -52,44 +55,46 @@ async def _query(scope: LocationScope, refs: _Refs, from_: str | None, to: str |
     end = parse_bound(to, scope.time_zone, field="to", end_of_day=True) if to else start + horizon
     start = max(start, now)
     if end <= start:
-        raise ValidationFailed("to must be after from (and in the future)", errors=[FieldError(field="to", message="empty range")])
+        raise ValidationFailed(
+            "to must be after from (and in the future)", errors=[FieldError(field="to", message="empty range")]
+        )
     if end - start > MAX_RANGE:
-        raise ValidationFailed("the range may span at most 62 days", errors=[FieldError(field="to", message="range too long")])
+        raise ValidationFailed(
+            "the range may span at most 62 days", errors=[FieldError(field="to", message="range too long")]
+        )
     return AvailabilityQuery(practitioner_id=practitioner.id, service_id=service.id, start_from=start, start_to=end)
-
-
-P = {
-    "practitioner_id": Parameter(query="practitioner_id", required=False),
-    "practitioner_email": Parameter(query="practitioner_email", required=False),
-    "practitioner_name": Parameter(query="practitioner_name", required=False),
-    "service_id": Parameter(query="service_id", required=False),
-    "service_name": Parameter(query="service_name", required=False),
-    "service_code": Parameter(query="service_code", required=False),
-}
 
 
 class AvailabilityController(Controller):
     path = "/v1/availability"
     tags = ["availability"]
 
-    @get("/", responses=PROBLEMS, summary="Open slots for a practitioner and service in a range (default: the next 7 days)")
+    @get(
+        "/",
+        responses=PROBLEMS,
+        summary="Open slots for a practitioner and service in a range (default: the next 7 days)",
+    )
     async def slots(
         self,
         request: Request[Any, Any, State],
-        principal: Principal,
-        practitioner_id: str | None = P["practitioner_id"],
-        practitioner_email: str | None = P["practitioner_email"],
-        practitioner_name: str | None = P["practitioner_name"],
-        service_id: str | None = P["service_id"],
-        service_name: str | None = P["service_name"],
-        service_code: str | None = P["service_code"],
-        from_: str | None = Parameter(query="from", required=False),
-        to: str | None = Parameter(query="to", required=False),
+        principal: NamedDependency[Principal],
+        practitioner_id: str | None = None,
+        practitioner_email: str | None = None,
+        practitioner_name: str | None = None,
+        service_id: str | None = None,
+        service_name: str | None = None,
+        service_code: str | None = None,
+        from_: Annotated[str | None, QueryParameter(name="from", required=False)] = None,
+        to: Annotated[str | None, QueryParameter(name="to", required=False)] = None,
     ) -> SlotList:
         scope = await scope_for(runtime_of(request.app.state), principal)
         refs = _Refs(
-            practitioner_id=practitioner_id, practitioner_email=practitioner_email, practitioner_name=practitioner_name,
-            service_id=service_id, service_name=service_name, service_code=service_code,
+            practitioner_id=practitioner_id,
+            practitioner_email=practitioner_email,
+            practitioner_name=practitioner_name,
+            service_id=service_id,
+            service_name=service_name,
+            service_code=service_code,
         )
         query = await _query(scope, refs, from_, to, DEFAULT_RANGE)
         slots = await scope.adapter.availability(query)
@@ -99,20 +104,24 @@ class AvailabilityController(Controller):
     async def next_slot(
         self,
         request: Request[Any, Any, State],
-        principal: Principal,
-        practitioner_id: str | None = P["practitioner_id"],
-        practitioner_email: str | None = P["practitioner_email"],
-        practitioner_name: str | None = P["practitioner_name"],
-        service_id: str | None = P["service_id"],
-        service_name: str | None = P["service_name"],
-        service_code: str | None = P["service_code"],
-        from_: str | None = Parameter(query="from", required=False),
-        to: str | None = Parameter(query="to", required=False),
+        principal: NamedDependency[Principal],
+        practitioner_id: str | None = None,
+        practitioner_email: str | None = None,
+        practitioner_name: str | None = None,
+        service_id: str | None = None,
+        service_name: str | None = None,
+        service_code: str | None = None,
+        from_: Annotated[str | None, QueryParameter(name="from", required=False)] = None,
+        to: Annotated[str | None, QueryParameter(name="to", required=False)] = None,
     ) -> NextSlot:
         scope = await scope_for(runtime_of(request.app.state), principal)
         refs = _Refs(
-            practitioner_id=practitioner_id, practitioner_email=practitioner_email, practitioner_name=practitioner_name,
-            service_id=service_id, service_name=service_name, service_code=service_code,
+            practitioner_id=practitioner_id,
+            practitioner_email=practitioner_email,
+            practitioner_name=practitioner_name,
+            service_id=service_id,
+            service_name=service_name,
+            service_code=service_code,
         )
         query = await _query(scope, refs, from_, to, NEXT_HORIZON)
         return NextSlot(slot=await scope.adapter.next_available(query))

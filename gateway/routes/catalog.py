@@ -6,10 +6,11 @@ from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from gateway.auth import runtime_of
-from gateway.routes.docs import PROBLEMS
 from gateway.routes.context import scope_for
+from gateway.routes.docs import PROBLEMS
 from gateway.runtime import Principal
 from schemas.catalog import LocationList, PractitionerList, ServiceList
 
@@ -19,16 +20,18 @@ class CatalogController(Controller):
     tags = ["catalog"]
 
     @get("/practitioners", responses=PROBLEMS, summary="Practitioners at this location")
-    async def practitioners(self, request: Request[Any, Any, State], principal: Principal) -> PractitionerList:
+    async def practitioners(
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal]
+    ) -> PractitionerList:
         scope = await scope_for(runtime_of(request.app.state), principal)
         return PractitionerList(items=(await scope.catalog()).practitioners)
 
     @get("/services", responses=PROBLEMS, summary="Bookable services (appointment types)")
-    async def services(self, request: Request[Any, Any, State], principal: Principal) -> ServiceList:
+    async def services(self, request: Request[Any, Any, State], principal: NamedDependency[Principal]) -> ServiceList:
         scope = await scope_for(runtime_of(request.app.state), principal)
         return ServiceList(items=(await scope.catalog()).services)
 
     @get("/locations", responses=PROBLEMS, summary="The EMR location this API key reaches")
-    async def locations(self, request: Request[Any, Any, State], principal: Principal) -> LocationList:
+    async def locations(self, request: Request[Any, Any, State], principal: NamedDependency[Principal]) -> LocationList:
         scope = await scope_for(runtime_of(request.app.state), principal)
         return LocationList(items=(await scope.catalog()).locations)

@@ -20,7 +20,12 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@get("/readyz", summary="Storage is reachable", tags=["health"], responses={503: ResponseSpec(Health, description="Storage unreachable")})
+@get(
+    "/readyz",
+    summary="Storage is reachable",
+    tags=["health"],
+    responses={503: ResponseSpec(Health, description="Storage unreachable")},
+)
 async def readyz(request: Request[Any, Any, State]) -> Response[Health]:
     try:
         await runtime_of(request.app.state).store.ping()

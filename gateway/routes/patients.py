@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, QueryParameter
 
 from gateway.auth import runtime_of
-from gateway.routes.docs import PROBLEMS
 from gateway.errors import ValidationFailed
 from gateway.idempotency import run_idempotent
 from gateway.phones import to_e164
 from gateway.resolver import lookup_or_create_patient
 from gateway.routes.appointments import IdemHeader
 from gateway.routes.context import scope_for
+from gateway.routes.docs import PROBLEMS
 from gateway.runtime import Principal
 from schemas.patients import CreatePatient, PatientList, PatientQuery, PatientResult
 from schemas.problems import FieldError
@@ -37,10 +38,12 @@ class PatientsController(Controller):
     async def search(
         self,
         request: Request[Any, Any, State],
-        principal: Principal,
-        email: str | None = Parameter(query="email", required=False),
-        phone: str | None = Parameter(query="phone", required=False),
-        name: str | None = Parameter(query="name", required=False, description="'First Last' or a last name"),
+        principal: NamedDependency[Principal],
+        email: Annotated[str | None, QueryParameter(name="email", required=False)] = None,
+        phone: Annotated[str | None, QueryParameter(name="phone", required=False)] = None,
+        name: Annotated[
+            str | None, QueryParameter(name="name", required=False, description="'First Last' or a last name")
+        ] = None,
     ) -> PatientList:
         scope = await scope_for(runtime_of(request.app.state), principal)
         if not (email or phone or (name and name.strip())):
@@ -56,9 +59,9 @@ class PatientsController(Controller):
     async def lookup_or_create(
         self,
         request: Request[Any, Any, State],
-        principal: Principal,
-        data: CreatePatient,
-        idempotency_key: str | None = IdemHeader,
+        principal: NamedDependency[Principal],
+        data: JSONBody[CreatePatient],
+        idempotency_key: Annotated[str | None, IdemHeader] = None,
     ) -> Response[PatientResult]:
         runtime = runtime_of(request.app.state)
         scope = await scope_for(runtime, principal)

@@ -21,7 +21,7 @@ ADVISORY_LOCK_KEY = 0x6567_775F_6D69_67  # "egw_mig"
 def alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
+    cfg.set_main_option("path_separator", "os")
     return cfg
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -45,6 +46,10 @@ def _parse(url: str) -> URL:
 def backend_of(url: str) -> str:
     """'sqlite' or 'postgresql'."""
     return _parse(url).drivername
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(_parse(url).database or "")
 
 
 def async_url(url: str) -> URL:

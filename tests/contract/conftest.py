@@ -6,17 +6,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import msgspec
 import pytest
 
-from adapters.base import Capability
+from adapters.base import Capability, EMRAdapter
 from adapters.emulation import Emulator, EmulatorSeed, EmulatorStats, Fault, FaultKind, ServerThread, default_seed
 from adapters.emulators import EMULATORS
 from adapters.http import RetryPolicy, UsesRetryPolicy
-from gateway.emr import AnyAdapter, build_adapter
+from gateway.emr import build_adapter
 from schemas.commands import AvailabilityQuery, BookCommand
 from schemas.patients import PatientQuery
 
@@ -24,6 +25,8 @@ FAST_RETRY = RetryPolicy(attempts=3, initial_delay=0.001, max_delay=0.004, jitte
 CLIENT_TIMEOUT = 0.75  # seconds; the latency faults below are twice that
 SLOW_MS = 1500
 LOCATION_ID = "loc_contract"
+
+AnyAdapter = EMRAdapter[Any, Any]
 
 
 @dataclass
@@ -75,8 +78,8 @@ class Harness:
         if missing:
             pytest.skip(f"{self.slug} lacks {', '.join(missing)}")
 
-    async def fault(self, kind: FaultKind, *, method: str | None = None, count: int = 1, **kw: int) -> None:
-        fault = Fault(kind=kind, method=method, count=count, **kw)
+    async def fault(self, kind: FaultKind, *, method: str | None = None, count: int = 1, **options: int) -> None:
+        fault = msgspec.convert({"kind": kind, "method": method, "count": count, **options}, Fault)
         response = await self.http.post(f"{self.base_url}/_emulator/faults", content=msgspec.json.encode(fault))
         assert response.status_code == 204, response.text
 
@@ -97,7 +100,9 @@ class Harness:
             email = self.seed.patients[0].email
             assert email is not None
             patients = await self.adapter.find_patients(PatientQuery(email=email))
-            assert practitioners and services and len(patients) == 1
+            assert practitioners
+            assert services
+            assert len(patients) == 1
             self._booking = Booking(
                 practitioner_id=practitioners[0].id,
                 other_practitioner_id=practitioners[1].id if len(practitioners) > 1 else None,
@@ -118,13 +123,12 @@ class Harness:
 
     async def book_at(self, start: dt.datetime, **changes: str) -> BookCommand:
         booking = await self.booking()
-        fields = {
-            "patient_id": booking.patient_id,
-            "practitioner_id": booking.practitioner_id,
-            "service_id": booking.service_id,
-        }
-        fields.update(changes)
-        return BookCommand(start=start, **fields)
+        return BookCommand(
+            patient_id=changes.get("patient_id", booking.patient_id),
+            practitioner_id=changes.get("practitioner_id", booking.practitioner_id),
+            service_id=changes.get("service_id", booking.service_id),
+            start=start,
+        )
 
     def availability_query(self, booking: Booking, days_ahead: int, from_hour: int, to_hour: int) -> AvailabilityQuery:
         return AvailabilityQuery(

@@ -37,12 +37,14 @@ async def test_book_get_reschedule_cancel(harness: Harness) -> None:
     assert (stats.appointments, stats.active_appointments) == (1, 1)
 
     fetched = await harness.adapter.get_appointment(booked.id)
-    assert fetched.id == booked.id and fetched.start == command.start
+    assert fetched.id == booked.id
+    assert fetched.start == command.start
 
     new_start = harness.local(3, 14, 30)
     moved = await harness.adapter.reschedule(RescheduleCommand(appointment_id=booked.id, start=new_start))
     assert moved.id == booked.id
-    assert moved.start == new_start and moved.end - moved.start == (await harness.booking()).duration
+    assert moved.start == new_start
+    assert moved.end - moved.start == (await harness.booking()).duration
     assert (await harness.adapter.get_appointment(booked.id)).start == new_start
     assert (await harness.stats()).appointments == 1
 
@@ -69,9 +71,7 @@ async def test_list_a_patients_appointments(harness: Harness) -> None:
     assert all(a.patient_id == booking.patient_id for a in listed)
 
     window = await harness.adapter.list_appointments(
-        AppointmentQuery(
-            patient_id=booking.patient_id, start_from=harness.local(3, 0), start_to=harness.local(5, 0)
-        )
+        AppointmentQuery(patient_id=booking.patient_id, start_from=harness.local(3, 0), start_to=harness.local(5, 0))
     )
     assert [a.id for a in window] == [second.id]
 
@@ -90,7 +90,8 @@ async def test_availability_in_a_range_and_next(harness: Harness) -> None:
 
     if harness.adapter.supports(Capability.NEXT_AVAILABILITY):
         best = await harness.adapter.next_available(query)
-        assert best is not None and best.start == slots[0].start
+        assert best is not None
+        assert best.start == slots[0].start
 
     if harness.adapter.supports(Capability.BOOK):
         taken = await harness.adapter.book(await harness.book_at(slots[0].start))
@@ -116,7 +117,8 @@ async def test_patient_lookup_or_create(harness: Harness) -> None:
 async def test_seeded_patient_phone_is_e164(harness: Harness) -> None:
     harness.requires(Capability.FIND_PATIENT_BY_EMAIL)
     seeded = harness.seed.patients[0]
-    assert seeded.email is not None and seeded.phone is not None
+    assert seeded.email is not None
+    assert seeded.phone is not None
     [patient] = await harness.adapter.find_patients(PatientQuery(email=seeded.email))
     assert patient.phones == ["+" + "".join(ch for ch in seeded.phone if ch.isdigit())]
 
@@ -232,5 +234,7 @@ async def test_read_under_transport_failure(
 def test_capabilities_are_data(harness: Harness) -> None:
     """The support matrix is generated from this: it must be a frozenset of Capability, and stable."""
     cls = type(harness.adapter)
-    assert isinstance(cls.capabilities, frozenset) and all(isinstance(c, Capability) for c in cls.capabilities)
-    assert cls.slug == harness.slug and cls.verified_against
+    assert isinstance(cls.capabilities, frozenset)
+    assert all(isinstance(c, Capability) for c in cls.capabilities)
+    assert cls.slug == harness.slug
+    assert cls.verified_against

@@ -10,7 +10,6 @@ import pytest
 
 from gateway.crypto import DecryptError, Keyring, KeyringError, generate_key
 
-
 SECRETISH_KEY = base64.b64encode(b"SECRETISH" * 3 + b"SECRE").decode()  # a valid 32-byte key, easy to spot
 
 

@@ -47,7 +47,9 @@ def ruby_pattern(pattern: str) -> str:
 
 def _fix_patterns(node: Any) -> Any:
     if isinstance(node, dict):
-        return {k: (ruby_pattern(v) if k == "pattern" and isinstance(v, str) else _fix_patterns(v)) for k, v in node.items()}
+        return {
+            k: (ruby_pattern(v) if k == "pattern" and isinstance(v, str) else _fix_patterns(v)) for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_fix_patterns(v) for v in node]
     return node

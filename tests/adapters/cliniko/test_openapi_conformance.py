@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from adapters.cliniko.emulator import ClinikoEmulator
@@ -96,7 +97,9 @@ def test_plain_http_calls_conform_to_the_document(openapi: Any, served: tuple[Cl
         http.get(f"/individual_appointments/{appointment}")
         http.get(f"/individual_appointments/{appointment}/conflicts")
         later = (datetime.datetime.fromisoformat(start) + datetime.timedelta(hours=1)).isoformat()
-        assert http.patch(f"/individual_appointments/{appointment}", json={"starts_at": later, "ends_at": None}).is_success
+        assert http.patch(
+            f"/individual_appointments/{appointment}", json={"starts_at": later, "ends_at": None}
+        ).is_success
         http.get(
             "/individual_appointments",
             params={"q[]": [f"patient_id:={patient}", f"starts_at:>={tomorrow}T00:00:00Z"], "sort": "starts_at:desc"},
@@ -106,4 +109,77 @@ def test_plain_http_calls_conform_to_the_document(openapi: Any, served: tuple[Cl
         http.get("/individual_appointments", params={"q[]": ["cancelled_at:?", "updated_at:>2020-01-01T00:00:00Z"]})
 
     assert all(e.status < 400 or e.status == 422 for e in emulator.exchanges)
+    assert_conforms(openapi, emulator)
+
+
+async def test_the_adapter_sends_and_gets_only_what_the_document_describes(
+    openapi: Any, served: tuple[ClinikoEmulator, str]
+) -> None:
+    from adapters.base import AdapterContext
+    from adapters.cliniko.adapter import ClinikoAdapter
+    from adapters.cliniko.settings import ClinikoCredentials, ClinikoSettings
+    from schemas.appointments import CancelReason
+    from schemas.commands import (
+        AppointmentQuery,
+        AvailabilityQuery,
+        BookCommand,
+        CancelCommand,
+        NewPatient,
+        RescheduleCommand,
+    )
+    from schemas.patients import PatientQuery
+
+    emulator, base_url = served
+    settings_json, credentials_json = emulator.location_config(base_url)
+    settings = msgspec.json.decode(settings_json, type=ClinikoSettings)
+    credentials = msgspec.json.decode(credentials_json, type=ClinikoCredentials)
+    context = AdapterContext(location_id="loc_1", time_zone=emulator.seed.time_zone)
+    async with httpx.AsyncClient() as http:
+        adapter = ClinikoAdapter(settings, credentials, http, context)
+        await adapter.check()
+        locations = await adapter.list_locations()
+        practitioners = await adapter.list_practitioners()
+        services = await adapter.list_services()
+        assert locations
+        assert practitioners
+        assert services
+        assert await adapter.find_patients(PatientQuery(email="jane.citizen@example.com"))
+        patient = await adapter.create_patient(
+            NewPatient(first_name="Sam", last_name="Lee", email="sam.lee@example.com", phone="+61412000111")
+        )
+        assert await adapter.get_patient(patient.id)
+        assert await adapter.find_patients(PatientQuery(first_name="Sam", last_name="Lee"))
+
+        now = datetime.datetime.now(datetime.UTC)
+        window = AvailabilityQuery(
+            practitioner_id=practitioners[0].id,
+            service_id=services[0].id,
+            start_from=now + datetime.timedelta(days=1),
+            start_to=now + datetime.timedelta(days=3),
+        )
+        slots = await adapter.availability(window)
+        assert slots
+        first = await adapter.next_available(window)
+        assert first is not None
+
+        booked = await adapter.book(
+            BookCommand(
+                patient_id=patient.id,
+                practitioner_id=practitioners[0].id,
+                service_id=services[0].id,
+                start=first.start,
+                notes="first visit",
+            )
+        )
+        assert (await adapter.get_appointment(booked.id)).id == booked.id
+        moved = await adapter.reschedule(
+            RescheduleCommand(appointment_id=booked.id, start=slots[-1].start, notes="moved")
+        )
+        assert moved.start == slots[-1].start
+        assert await adapter.list_appointments(AppointmentQuery(patient_id=patient.id))
+        cancelled = await adapter.cancel(CancelCommand(appointment_id=booked.id, reason=CancelReason.AWAY))
+        assert cancelled.status == "cancelled"
+        changes = await adapter.changes_since(None)
+        assert changes is not None
+
     assert_conforms(openapi, emulator)
