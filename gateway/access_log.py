@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,9 +17,10 @@ log = logging.getLogger("emr_gateway.access")
 def access_log_middleware(metrics: Metrics) -> object:
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
+            if scope["type"] != "http":  # type: ignore[comparison-overlap]
                 await app(scope, receive, send)
                 return
+            http: dict[str, Any] = scope  # type: ignore[assignment]
             started = time.perf_counter()
             status = 500
 
@@ -31,13 +33,17 @@ def access_log_middleware(metrics: Metrics) -> object:
             try:
                 await app(scope, receive, capture)
             finally:
-                route = str(scope.get("path_template") or "unmatched")
+                route = str(http.get("path_template") or "unmatched")
                 elapsed = time.perf_counter() - started
-                metrics.requests.labels(scope["method"], route, str(status)).inc()
-                metrics.latency.labels(scope["method"], route).observe(elapsed)
+                metrics.requests.labels(http["method"], route, str(status)).inc()
+                metrics.latency.labels(http["method"], route).observe(elapsed)
                 log.info(
                     "%s %s %d %.1fms location=%s",
-                    scope["method"], route, status, elapsed * 1000, scope.get("egw_location_id", "-"),
+                    http["method"],
+                    route,
+                    status,
+                    elapsed * 1000,
+                    http.get("egw_location_id", "-"),
                 )
 
         return middleware

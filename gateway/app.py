@@ -70,8 +70,6 @@ def create_app(
                 await store.close()
 
     api_routes = [AppointmentsController, AvailabilityController, CatalogController, PatientsController]
-    for controller in api_routes:
-        controller.security = [{"apiKey": []}]
     return Litestar(
         route_handlers=[*api_routes, healthz, readyz, metrics],
         dependencies={"principal": Provide(provide_principal)},

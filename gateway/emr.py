@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import httpx
 import msgspec
 
 from adapters.base import AdapterContext, EMRAdapter
 from adapters.registry import get_adapter_class
 
-AnyAdapter = EMRAdapter  # type: ignore[type-arg]
+AnyAdapter: TypeAlias = EMRAdapter[Any, Any]
 
 
 class ConfigError(ValueError):

@@ -92,7 +92,7 @@ async def run_idempotent(
     body = content if isinstance(content, bytes) else msgspec.json.encode(content)
     await runtime.store.idem_complete(
         scope,
-        status_code=response.status_code,
+        status_code=response.status_code or 200,
         content_type=str(response.media_type or "application/json"),
         body=body,
         now=now_utc(),

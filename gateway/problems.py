@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import msgspec
 from litestar import Request, Response
@@ -53,14 +54,32 @@ def problem_response(problem: Problem) -> Response[bytes]:
 
 
 def _problem(
-    status: int, code: ErrorCode, title: str, request: Request[object, object, object], **kw: object
+    status: int,
+    code: ErrorCode,
+    title: str,
+    request: Request[Any, Any, Any],
+    *,
+    detail: str | None = None,
+    errors: list[FieldError] | None = None,
+    emr: EMRDetail | None = None,
+    retry_after: int | None = None,
+    operation_id: str | None = None,
 ) -> Problem:
     return Problem(
-        type=PROBLEM_TYPE + code.value, title=title, status=status, code=code, instance=request.url.path, **kw
-    )  # type: ignore[arg-type]
+        type=PROBLEM_TYPE + code.value,
+        title=title,
+        status=status,
+        code=code,
+        instance=request.url.path,
+        detail=detail,
+        errors=errors,
+        emr=emr,
+        retry_after=retry_after,
+        operation_id=operation_id,
+    )
 
 
-def from_adapter_error(exc: ae.AdapterError, request: Request[object, object, object]) -> Problem:
+def from_adapter_error(exc: ae.AdapterError, request: Request[Any, Any, Any]) -> Problem:
     status, code, title = next(v for k, v in _ADAPTER_MAP.items() if isinstance(exc, k))
     emr = EMRDetail(status=exc.emr_status, message=exc.emr_message) if exc.emr_status or exc.emr_message else None
     errors = None
@@ -81,12 +100,12 @@ def from_adapter_error(exc: ae.AdapterError, request: Request[object, object, ob
     )
 
 
-def handle_adapter_error(request: Request[object, object, object], exc: ae.AdapterError) -> Response[bytes]:
+def handle_adapter_error(request: Request[Any, Any, Any], exc: ae.AdapterError) -> Response[bytes]:
     log.warning("emr error %s on %s", type(exc).__name__, request.scope.get("path_template", request.url.path))
     return problem_response(from_adapter_error(exc, request))
 
 
-def handle_gateway_error(request: Request[object, object, object], exc: GatewayError) -> Response[bytes]:
+def handle_gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
     return problem_response(
         _problem(
             exc.status, exc.code, exc.title, request, detail=exc.detail, errors=exc.errors, retry_after=exc.retry_after
@@ -104,7 +123,7 @@ def _field_errors(extra: object) -> list[FieldError]:
     return out
 
 
-def handle_validation(request: Request[object, object, object], exc: ValidationException) -> Response[bytes]:
+def handle_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     errors = _field_errors(exc.extra)
     messages = " ".join(e.message for e in errors)
     if "malformed" in messages.lower() or "JSON is malformed" in str(exc.detail):
@@ -117,7 +136,7 @@ def handle_validation(request: Request[object, object, object], exc: ValidationE
     )
 
 
-def handle_http(request: Request[object, object, object], exc: HTTPException) -> Response[bytes]:
+def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     if isinstance(exc, NotAuthorizedException):
         return problem_response(_problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", request, detail=exc.detail))
     if isinstance(exc, NotFoundException):
@@ -143,7 +162,7 @@ def handle_http(request: Request[object, object, object], exc: HTTPException) ->
     return problem_response(_problem(status, ErrorCode.BAD_REQUEST, "Bad request", request, detail=exc.detail))
 
 
-def handle_internal(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+def handle_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     # The type only: an exception's text can carry patient data from a request body.
     log.error("unhandled %s on %s", type(exc).__name__, request.scope.get("path_template", request.url.path))
     return problem_response(

@@ -14,7 +14,7 @@ from gateway.errors import ValidationFailed
 from gateway.idempotency import run_idempotent
 from gateway.resolver import lookup_or_create_patient, resolve_practitioner, resolve_service
 from gateway.routes.context import LocationScope, scope_for
-from gateway.routes.docs import PROBLEMS
+from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal
 from gateway.times import parse_bound, to_instant, zone
 from schemas.appointments import (
@@ -63,6 +63,7 @@ BOUND = "RFC 3339, or YYYY-MM-DD (the location's local day)"
 class AppointmentsController(Controller):
     path = "/v1/appointments"
     tags = ["appointments"]
+    security = API_KEY
 
     @post("/", responses=PROBLEMS, status_code=201, summary="Book an appointment")
     async def book(

@@ -15,7 +15,7 @@ from gateway.auth import runtime_of
 from gateway.errors import ValidationFailed
 from gateway.resolver import resolve_practitioner, resolve_service
 from gateway.routes.context import LocationScope, scope_for
-from gateway.routes.docs import PROBLEMS
+from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal
 from gateway.times import now_utc, parse_bound
 from schemas.availability import Slot, SlotList
@@ -68,6 +68,7 @@ async def _query(
 class AvailabilityController(Controller):
     path = "/v1/availability"
     tags = ["availability"]
+    security = API_KEY
 
     @get(
         "/",

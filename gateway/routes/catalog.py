@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 
 from gateway.auth import runtime_of
 from gateway.routes.context import scope_for
-from gateway.routes.docs import PROBLEMS
+from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal
 from schemas.catalog import LocationList, PractitionerList, ServiceList
 
@@ -18,6 +18,7 @@ from schemas.catalog import LocationList, PractitionerList, ServiceList
 class CatalogController(Controller):
     path = "/v1"
     tags = ["catalog"]
+    security = API_KEY
 
     @get("/practitioners", responses=PROBLEMS, summary="Practitioners at this location")
     async def practitioners(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import SecurityRequirement
 
 from schemas.problems import Problem
 
@@ -27,3 +28,5 @@ PROBLEMS: dict[int, ResponseSpec] = {
     )
     for status, text in _STATUSES.items()
 }
+
+API_KEY: list[SecurityRequirement] = [{"apiKey": []}]

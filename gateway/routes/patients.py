@@ -16,7 +16,7 @@ from gateway.phones import to_e164
 from gateway.resolver import lookup_or_create_patient
 from gateway.routes.appointments import IdemHeader
 from gateway.routes.context import scope_for
-from gateway.routes.docs import PROBLEMS
+from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal
 from schemas.patients import CreatePatient, PatientList, PatientQuery, PatientResult
 from schemas.problems import FieldError
@@ -33,6 +33,7 @@ def split_name(name: str) -> tuple[str | None, str]:
 class PatientsController(Controller):
     path = "/v1/patients"
     tags = ["patients"]
+    security = API_KEY
 
     @get("/", responses=PROBLEMS, summary="Find patients by email, phone or name")
     async def search(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, and_, delete, insert, select, text, update
+from sqlalchemy import Row, Table, and_, delete, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -46,9 +46,24 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class SealedColumn(NamedTuple):
+    """A table holding encrypted secrets: `key_id` + `ciphertext` columns, aad = "<table>:<row id>"."""
+
+    table: Table
+    id_column: str
+
+
+# Every table with encrypted secrets; rotate_master_key re-encrypts them all. Webhook secrets join this list.
+SEALED: tuple[SealedColumn, ...] = (SealedColumn(emr_credentials, "location_id"),)
+
+
+def sealed_aad(table: Table, row_id: str) -> bytes:
+    """Binds a blob to its row: copied onto another row (or table) it no longer decrypts."""
+    return f"{table.name}:{row_id}".encode()
+
+
 def credentials_aad(location_id: str) -> bytes:
-    """Binds a credentials blob to its location: copying it onto another row makes it undecryptable."""
-    return f"emr_credentials:{location_id}".encode()
+    return sealed_aad(emr_credentials, location_id)
 
 
 def _location(row: Row[Any]) -> LocationRecord:
@@ -206,17 +221,14 @@ class Store:
         """Re-encrypts every secret under the primary key id; afterwards older keys can leave the keyring."""
         count = 0
         async with self.write() as conn:
-            rows = (await conn.execute(select(emr_credentials).with_for_update())).all()
-            for row in rows:
-                aad = credentials_aad(row.location_id)
-                plaintext = self._keyring.decrypt(row.key_id, bytes(row.ciphertext), aad)
-                key_id, blob = self._keyring.encrypt(plaintext, aad)
-                await conn.execute(
-                    update(emr_credentials)
-                    .where(emr_credentials.c.location_id == row.location_id)
-                    .values(key_id=key_id, ciphertext=blob, updated_at=_utcnow())
-                )
-                count += 1
+            for sealed in SEALED:
+                table, id_col = sealed.table, sealed.table.c[sealed.id_column]
+                rows = (await conn.execute(select(id_col, table.c.key_id, table.c.ciphertext).with_for_update())).all()
+                for row_id, old_key_id, old_blob in rows:
+                    aad = sealed_aad(table, row_id)
+                    key_id, blob = self._keyring.encrypt(self._keyring.decrypt(old_key_id, bytes(old_blob), aad), aad)
+                    await conn.execute(update(table).where(id_col == row_id).values(key_id=key_id, ciphertext=blob))
+                    count += 1
         return count
 
     # -- API keys ----------------------------------------------------------------------------------------------------

@@ -47,8 +47,15 @@ class Site(msgspec.Struct):
 class Harness:
     """What a test drives: the gateway's URL, one key per location, and the emulator behind it."""
 
-    def __init__(self, base_url: str, sites: list[Site], emulator: ClinikoEmulator, emulator_url: str,
-                 database_url: str, keyring: Keyring) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        sites: list[Site],
+        emulator: ClinikoEmulator,
+        emulator_url: str,
+        database_url: str,
+        keyring: Keyring,
+    ) -> None:
         self.base_url = base_url
         self.sites = sites
         self.emulator = emulator
@@ -70,15 +77,19 @@ def two_business_seed() -> EmulatorSeed:
     return seed
 
 
-async def _provision(database_url: str, keyring: Keyring, emulator: ClinikoEmulator, emulator_url: str,
-                     businesses: int, time_zone: str) -> list[Site]:
+async def _provision(
+    database_url: str, keyring: Keyring, emulator: ClinikoEmulator, emulator_url: str, businesses: int, time_zone: str
+) -> list[Site]:
     store = await Store.open(database_url, keyring)
     try:
         sites = []
         for index in range(businesses):
             settings, credentials = emulator.location_config(emulator_url, business_index=index)
             loc = await store.create_location(
-                emr="cliniko", name=f"Site {index}", settings_json=settings, credentials_json=credentials,
+                emr="cliniko",
+                name=f"Site {index}",
+                settings_json=settings,
+                credentials_json=credentials,
                 time_zone=time_zone,
             )
             issued = await store.issue_key(loc.id)

@@ -192,8 +192,9 @@ def test_malformed_json_is_bad_request(harness: Harness) -> None:
 
 def test_emr_failures_map_to_stable_codes(harness: Harness) -> None:
     with harness.client() as c:
-        harness.emulator.faults.add(Fault(kind=FaultKind.RATE_LIMIT, path_prefix="/v1/individual_appointments",
-                                          retry_after=7, count=1))
+        harness.emulator.faults.add(
+            Fault(kind=FaultKind.RATE_LIMIT, path_prefix="/v1/individual_appointments", retry_after=7, count=1)
+        )
         r = c.get("/v1/appointments/1234567890123456789")
         assert r.status_code == 429
         assert r.json()["code"] == "rate_limited"
@@ -210,8 +211,12 @@ def test_emr_failures_map_to_stable_codes(harness: Harness) -> None:
 
 def test_availability_and_next_slot(harness: Harness) -> None:
     d = day_ahead(2)
-    params = {"practitioner_email": "alice.nguyen@example.com", "service_name": "Standard Consultation",
-              "from": d.isoformat(), "to": d.isoformat()}
+    params = {
+        "practitioner_email": "alice.nguyen@example.com",
+        "service_name": "Standard Consultation",
+        "from": d.isoformat(),
+        "to": d.isoformat(),
+    }
     with harness.client() as c:
         r = c.get("/v1/availability", params=params)
         assert r.status_code == 200, r.text
@@ -219,7 +224,9 @@ def test_availability_and_next_slot(harness: Harness) -> None:
         assert slots, "an open day has slots"
         first = datetime.fromisoformat(slots[0]["start"]).astimezone(ZoneInfo(TZ))
         assert (first.hour, first.minute) == (9, 0)
-        assert datetime.fromisoformat(slots[0]["end"]) - datetime.fromisoformat(slots[0]["start"]) == timedelta(minutes=30)
+        assert datetime.fromisoformat(slots[0]["end"]) - datetime.fromisoformat(slots[0]["start"]) == timedelta(
+            minutes=30
+        )
         # Book the first slot: it disappears.
         c.post("/v1/appointments", json=booking(slots[0]["start"]))
         after = c.get("/v1/availability", params=params).json()["items"]
@@ -231,8 +238,9 @@ def test_availability_and_next_slot(harness: Harness) -> None:
 
 def test_patient_lookup_or_create(harness: Harness) -> None:
     with harness.client() as c:
-        existing = c.post("/v1/patients", json={"first_name": "Jane", "last_name": "Citizen",
-                                                "email": "jane.citizen@example.com"})
+        existing = c.post(
+            "/v1/patients", json={"first_name": "Jane", "last_name": "Citizen", "email": "jane.citizen@example.com"}
+        )
         assert existing.status_code == 200, existing.text
         assert existing.json()["created"] is False
         new = {"first_name": "Omar", "last_name": "Haddad", "email": "omar@example.com", "phone": "0412 000 111"}
@@ -254,7 +262,9 @@ def test_catalog(harness: Harness) -> None:
         assert {p["email"] for p in practitioners} == {"alice.nguyen@example.com", "ben.carter@example.com"}
         services = c.get("/v1/services").json()["items"]
         assert {s["name"]: s["duration_minutes"] for s in services} == {
-            "Standard Consultation": 30, "Initial Assessment": 60}
+            "Standard Consultation": 30,
+            "Initial Assessment": 60,
+        }
         locations = c.get("/v1/locations").json()["items"]
         assert [loc["time_zone"] for loc in locations] == [TZ]
 

@@ -17,7 +17,11 @@ def test_demo_prints_a_working_key_per_emr(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EGW_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "demo", "--json", "--port", "0", "--dir", str(tmp_path / "demo")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        cwd=tmp_path,
     )
     try:
         assert proc.stdout is not None
@@ -37,10 +41,16 @@ def test_demo_prints_a_working_key_per_emr(tmp_path: Path) -> None:
         tz = "Australia/Melbourne"
         d = datetime.now(ZoneInfo(tz)).date() + timedelta(days=1)
         with httpx.Client(base_url=base, headers={"x-api-key": loc["api_key"]}, timeout=30) as c:
-            r = c.post("/v1/appointments", json={
-                "practitioner": {"email": "alice.nguyen@example.com"}, "service": {"name": "Standard Consultation"},
-                "patient": {"email": "jane.citizen@example.com", "first_name": "Jane", "last_name": "Citizen"},
-                "start": f"{d}T10:00:00", "time_zone": tz})
+            r = c.post(
+                "/v1/appointments",
+                json={
+                    "practitioner": {"email": "alice.nguyen@example.com"},
+                    "service": {"name": "Standard Consultation"},
+                    "patient": {"email": "jane.citizen@example.com", "first_name": "Jane", "last_name": "Citizen"},
+                    "start": f"{d}T10:00:00",
+                    "time_zone": tz,
+                },
+            )
             assert r.status_code == 201, r.text
             appt_id = r.json()["id"]
             r = c.patch(f"/v1/appointments/{appt_id}", json={"start": f"{d}T11:00:00", "time_zone": tz})

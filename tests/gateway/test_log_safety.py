@@ -16,10 +16,20 @@ from tests.gateway.conftest import Harness
 def test_no_secret_or_patient_datum_reaches_a_log(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     d = datetime.now(ZoneInfo("Australia/Melbourne")).date() + timedelta(days=2)
-    patient = {"first_name": "Zebulon", "last_name": "Quackenbush", "email": "zeb.quack@example.org",
-               "phone": "+61 498 765 432", "date_of_birth": "1971-02-03"}
-    body = {"practitioner": {"name": "Alice Nguyen"}, "service": {"name": "Standard Consultation"},
-            "patient": patient, "start": f"{d}T10:00:00", "time_zone": "Australia/Melbourne"}
+    patient = {
+        "first_name": "Zebulon",
+        "last_name": "Quackenbush",
+        "email": "zeb.quack@example.org",
+        "phone": "+61 498 765 432",
+        "date_of_birth": "1971-02-03",
+    }
+    body = {
+        "practitioner": {"name": "Alice Nguyen"},
+        "service": {"name": "Standard Consultation"},
+        "patient": patient,
+        "start": f"{d}T10:00:00",
+        "time_zone": "Australia/Melbourne",
+    }
     with harness.client(**{"Idempotency-Key": "log-1"}) as c:
         appt = c.post("/v1/appointments", json=body).json()
         c.post("/v1/appointments", json=body)
@@ -38,7 +48,18 @@ def test_no_secret_or_patient_datum_reaches_a_log(harness: Harness, caplog: pyte
     creds = msgspec.json.decode(harness.emulator.location_config(harness.emulator_url)[1])
     text = caplog.text
     assert "POST /v1/appointments 201" in text  # the access log did log, so the assertions below are meaningful
-    forbidden = [harness.sites[0].api_key, harness.sites[0].api_key[12:], creds["api_key"], "Zebulon",
-                 "Quackenbush", "zeb.quack", "other.zeb", "498 765", "498765432", "1971-02-03", "flu"]
+    forbidden = [
+        harness.sites[0].api_key,
+        harness.sites[0].api_key[12:],
+        creds["api_key"],
+        "Zebulon",
+        "Quackenbush",
+        "zeb.quack",
+        "other.zeb",
+        "498 765",
+        "498765432",
+        "1971-02-03",
+        "flu",
+    ]
     for secret in forbidden:
         assert secret not in text, f"a log line carries {secret!r}"
