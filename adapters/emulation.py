@@ -399,6 +399,7 @@ def build_emulator_app(
         exception_handlers=exception_handlers or {},
         dependencies=dependencies,
         openapi_config=None,
+        logging_config=None,  # an emulator must not reconfigure the host process's logging
         debug=False,
     )
     faulted = _FaultLayer(cast(ASGIApp, app.asgi_handler), emulator.faults, rate_limited, server_error, gate)

@@ -157,10 +157,10 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
             return self._business.country_code.upper()
         return mapping.region_of_shard(shard_of(self.settings, self.credentials))
 
-    async def _overlaps(
+    async def _overlapping(
         self, practitioner_id: str, start: datetime, end: datetime, exclude_id: str | None = None
-    ) -> bool:
-        """Whether the practitioner has a live appointment overlapping [start, end) in any business."""
+    ) -> list[wire.IndividualAppointment]:
+        """The practitioner's live appointments overlapping [start, end), in any business."""
         found = await self.client.list(
             APPOINTMENTS,
             wire.IndividualAppointmentList,
@@ -171,13 +171,31 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
                 _q("ends_at", ">", mapping.rfc3339(start)),
             ],
         )
-        return any(
-            a.id != exclude_id
+        return [
+            a
+            for a in found
+            if a.id != exclude_id
             and mapping.status_of(a) is not AppointmentStatus.CANCELLED
             and a.starts_at < end
             and a.ends_at > start
-            for a in found
-        )
+        ]
+
+    async def _overlaps(
+        self, practitioner_id: str, start: datetime, end: datetime, exclude_id: str | None = None
+    ) -> bool:
+        return bool(await self._overlapping(practitioner_id, start, end, exclude_id))
+
+    async def _lost_race(self, created: wire.IndividualAppointment, practitioner_id: str) -> bool:
+        """Two bookings that raced into one slot: the earlier one (created_at, then id) keeps it, so exactly one
+        survives instead of both undoing themselves. A conflict with no rival appointment (e.g. an unavailable
+        block) also means the slot was not free."""
+        if not await self._has_conflicts(created.id):
+            return False
+        rivals = await self._overlapping(practitioner_id, created.starts_at, created.ends_at, exclude_id=created.id)
+        if not rivals:
+            return True
+        mine = (created.created_at, int(created.id))
+        return any((r.created_at, int(r.id)) < mine for r in rivals)
 
     async def _has_conflicts(self, appointment_id: str) -> bool:
         conflicts = await self.client.get(f"{APPOINTMENTS}/{appointment_id}/conflicts", wire.Conflicts)
@@ -269,7 +287,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
 
         created = await self._reconciled(create, landed, "booking")
         try:
-            conflicted = await self._has_conflicts(created.id)
+            conflicted = await self._lost_race(created, command.practitioner_id)
         except AdapterError:
             conflicted = False  # the calendar was free a moment ago; do not undo a good booking over a failed check
         if conflicted:

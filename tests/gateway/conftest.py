@@ -100,13 +100,18 @@ async def _provision(
 
 
 @pytest.fixture
-def harness(database_url: str, keyring: Keyring) -> Iterator[Harness]:
+def harness(database_url: str, keyring: Keyring, request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """`@pytest.mark.gateway_config(field=value)` overrides the gateway's config for one test."""
+    marker = request.node.get_closest_marker("gateway_config")
+    overrides = marker.kwargs if marker else {}
     seed = two_business_seed()
     emulator = ClinikoEmulator(seed)
     emulator_thread = ServerThread(emulator.app())
     emulator_url = emulator_thread.start()
     sites = run_sync(_provision(database_url, keyring, emulator, emulator_url, len(seed.businesses), seed.time_zone))
-    config = GatewayConfig(database_url=database_url, emr_timeout_seconds=2.0, rate_limit_per_minute=100_000)
+    config = GatewayConfig(
+        **{"database_url": database_url, "emr_timeout_seconds": 2.0, "rate_limit_per_minute": 100_000, **overrides}
+    )
     gateway_thread = ServerThread(create_app(config, keyring))
     base_url = gateway_thread.start()
     try:

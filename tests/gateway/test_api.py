@@ -276,3 +276,25 @@ def test_health_ready_metrics(harness: Harness) -> None:
         c.get("/v1/practitioners")
         text = c.get("/metrics").text
         assert 'egw_http_requests_total{method="GET",route="/v1/practitioners",status="401"}' in text
+
+
+@pytest.mark.gateway_config(rate_limit_per_minute=3)
+def test_per_key_rate_limit_answers_429_with_retry_after(harness: Harness) -> None:
+    with harness.client(0) as c:
+        codes = [c.get("/v1/services").status_code for _ in range(4)]
+        assert codes[:3] == [200, 200, 200]
+        r = c.get("/v1/services")
+        assert r.status_code == 429
+        assert r.json()["code"] == "rate_limited"
+        assert int(r.headers["retry-after"]) >= 1
+    with harness.client(1) as other:  # another key has its own budget
+        assert other.get("/v1/services").status_code == 200
+
+
+@pytest.mark.gateway_config(max_body_bytes=2048)
+def test_oversized_body_is_refused_before_it_reaches_the_emr(harness: Harness) -> None:
+    with harness.client() as c:
+        r = c.post("/v1/appointments", json=booking("2031-01-01T10:00:00", notes="x" * 4000))
+    assert r.status_code == 413
+    assert r.json()["code"] == "payload_too_large"
+    assert active_appointments(harness) == 0

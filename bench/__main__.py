@@ -1,0 +1,22 @@
+"""`python -m bench [options]`: run every benchmark in turn; options are passed to each (see `--help`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from bench import overhead
+
+BENCHMARKS: dict[str, Callable[[Sequence[str]], int]] = {"overhead": overhead.main}
+
+
+def main(argv: Sequence[str]) -> int:
+    status = 0
+    for name, run in BENCHMARKS.items():
+        print(f"== {name}", flush=True)
+        status = run(argv) or status
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
