@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,8 @@ from adapters.emulation import ServerThread, default_seed
 from tests.adapters.cliniko import openapi_check
 
 SPEC = openapi_check.spec_path()
+if SPEC is None and os.environ.get("EGW_TEST_REQUIRE_SHARED") == "1":
+    raise RuntimeError("EGW_TEST_REQUIRE_SHARED=1 but cliniko-openapi.yaml was not found beside the repo")
 pytestmark = pytest.mark.skipif(
     SPEC is None, reason="cliniko-openapi.yaml not found (set EGW_SHARED_DIR to the folder holding reference/)"
 )
