@@ -7,7 +7,7 @@ from typing import Annotated, Any, cast
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from gateway.auth import runtime_of
 from gateway.errors import ValidationFailed
@@ -83,7 +83,7 @@ class AppointmentsController(Controller):
 
     @get("/{appointment_id:str}", responses=PROBLEMS, summary="Get an appointment")
     async def get_one(
-        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], appointment_id: str
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], appointment_id: FromPath[str]
     ) -> Appointment:
         scope = await scope_for(runtime_of(request.app.state), principal)
         return await scope.adapter.get_appointment(appointment_id)
@@ -143,7 +143,7 @@ class AppointmentsController(Controller):
         self,
         request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
-        patient_id: str,
+        patient_id: FromQuery[str],
         from_: Annotated[str | None, QueryParameter(name="from", description=BOUND)] = None,
         to: Annotated[str | None, QueryParameter(name="to", description=BOUND)] = None,
     ) -> AppointmentList:

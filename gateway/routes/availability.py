@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import QueryParameter
+from litestar.params import FromQuery, QueryParameter
 
 from gateway.auth import runtime_of
 from gateway.errors import ValidationFailed
@@ -79,12 +79,12 @@ class AvailabilityController(Controller):
         self,
         request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
-        practitioner_id: str | None = None,
-        practitioner_email: str | None = None,
-        practitioner_name: str | None = None,
-        service_id: str | None = None,
-        service_name: str | None = None,
-        service_code: str | None = None,
+        practitioner_id: FromQuery[str | None] = None,
+        practitioner_email: FromQuery[str | None] = None,
+        practitioner_name: FromQuery[str | None] = None,
+        service_id: FromQuery[str | None] = None,
+        service_name: FromQuery[str | None] = None,
+        service_code: FromQuery[str | None] = None,
         from_: Annotated[str | None, QueryParameter(name="from", required=False)] = None,
         to: Annotated[str | None, QueryParameter(name="to", required=False)] = None,
     ) -> SlotList:
@@ -106,12 +106,12 @@ class AvailabilityController(Controller):
         self,
         request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
-        practitioner_id: str | None = None,
-        practitioner_email: str | None = None,
-        practitioner_name: str | None = None,
-        service_id: str | None = None,
-        service_name: str | None = None,
-        service_code: str | None = None,
+        practitioner_id: FromQuery[str | None] = None,
+        practitioner_email: FromQuery[str | None] = None,
+        practitioner_name: FromQuery[str | None] = None,
+        service_id: FromQuery[str | None] = None,
+        service_name: FromQuery[str | None] = None,
+        service_code: FromQuery[str | None] = None,
         from_: Annotated[str | None, QueryParameter(name="from", required=False)] = None,
         to: Annotated[str | None, QueryParameter(name="to", required=False)] = None,
     ) -> NextSlot:
