@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,10 +23,15 @@ from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes.appointments import AppointmentsController
 from gateway.routes.availability import AvailabilityController
 from gateway.routes.catalog import CatalogController
+from gateway.routes.clinicsync import clinicsync_handlers
+from gateway.routes.ghl import GhlMarketplaceController, GhlTokenWorkflowController, GhlWorkflowController
 from gateway.routes.health import healthz, metrics, readyz
 from gateway.routes.patients import PatientsController
+from gateway.routes.voice import voice_handlers
+from gateway.routes.webhooks import WebhooksController
 from gateway.runtime import Runtime
 from gateway.storage.store import Store
+from gateway.worker import Worker
 
 VERSION = "0.1.0"
 
@@ -51,7 +57,9 @@ def create_app(
     keyring: Keyring,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
+    worker: bool = False,
 ) -> Litestar:
+    """`worker=True` also runs the background worker (webhook delivery, change detection) in this process."""
     quiet_http_clients()
     metrics_ = Metrics()
 
@@ -64,14 +72,21 @@ def create_app(
             timeout=timeout, limits=limits, transport=transport, follow_redirects=False
         ) as http:
             app.state.runtime = Runtime(config, store, http, metrics_)
+            stop = asyncio.Event()
+            background = asyncio.create_task(Worker(store, http, config).run(stop)) if worker else None
             try:
                 yield
             finally:
+                stop.set()
+                if background is not None:
+                    await background
                 await store.close()
 
     api_routes = [AppointmentsController, AvailabilityController, CatalogController, PatientsController]
+    api_routes.append(WebhooksController)
+    api_routes += [GhlWorkflowController, GhlTokenWorkflowController, GhlMarketplaceController]
     return Litestar(
-        route_handlers=[*api_routes, healthz, readyz, metrics],
+        route_handlers=[*api_routes, *clinicsync_handlers(), *voice_handlers(), healthz, readyz, metrics],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],

@@ -21,10 +21,13 @@ PROG = "emr-gateway"
 # commands start without loading the web app and the emulators.
 COMMANDS: dict[str, str] = {
     "serve": "gateway.commands.serve",
+    "worker": "gateway.commands.worker",
     "demo": "gateway.commands.demo",
     "migrate": "gateway.commands.migrate",
     "locations": "gateway.commands.locations",
     "keys": "gateway.commands.keys",
+    "ghl-tokens": "gateway.commands.ghl_tokens",
+    "ghl-link": "gateway.commands.ghl_tokens",
     "rotate-master-key": "gateway.commands.rotate",
     "generate-master-key": "gateway.commands.rotate",
     "openapi": "gateway.commands.openapi",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
+
+from gateway.ghl.signatures import GHL_ED25519_PUBLIC_KEY, load_ed25519, load_rsa
 
 DEFAULT_DATABASE_URL = "sqlite:///./emr-gateway.db"
 
@@ -20,6 +23,26 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     rate_limit_per_minute: int = 600
     idempotency_ttl_seconds: int = 48 * 3600
     idempotency_lock_seconds: int = 120
+    # -- webhook delivery (EGW_WEBHOOK_*) --
+    webhook_retry_schedule: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+    webhook_retry_jitter: float = 0.2
+    webhook_timeout_seconds: float = 15.0
+    webhook_disable_after_seconds: float = 5 * 86400.0
+    webhook_poll_interval_seconds: float = 1.0
+    webhook_lease_seconds: float = 60.0
+    webhook_batch_size: int = 20
+    webhook_secret_grace_seconds: float = 86400.0
+    webhook_allowed_subnets: tuple[str, ...] = ()
+    # -- GoHighLevel marketplace webhooks (EGW_GHL_*): public keys, PEM or base64 --
+    ghl_ed25519_public_key: str = GHL_ED25519_PUBLIC_KEY
+    ghl_rsa_public_key: str = ""
+    # -- change detection (EGW_POLL_SECONDS, EGW_SYNC_*) --
+    poll_seconds: float | None = None  # None: each EMR adapter's default_poll_seconds
+    sync_tick_seconds: float = 5.0  # how often a worker looks for due locations
+    sync_sweep_seconds: float = 86400.0
+    sync_lease_seconds: float = 300.0
+    sync_batch_size: int = 20
+    sync_max_backoff_seconds: float = 3600.0
 
 
 def _num(env: Mapping[str, str], name: str, default: float) -> float:
@@ -30,6 +53,40 @@ def _num(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ValueError(f"{name} must be a number") from None
+
+
+def _seconds_list(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        values = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated seconds") from None
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"{name} must list at least one non-negative number of seconds")
+    return values
+
+
+def _subnets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Validated here so a typo stops start-up instead of silently allowing nothing."""
+    parts = [part.strip() for part in env.get(name, "").split(",") if part.strip()]
+    try:
+        return tuple(str(ipaddress.ip_network(part, strict=False)) for part in parts)
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated CIDRs, e.g. 10.0.0.0/8,fd00::/8") from None
+
+
+def _ghl_key(env: Mapping[str, str], name: str, default: str, load: Callable[[str], object]) -> str:
+    """Checked here so a pasted key with a typo stops start-up instead of failing every webhook."""
+    raw = env.get(name)
+    value = default if raw is None else raw.strip()
+    if value:
+        try:
+            load(value)
+        except ValueError as exc:
+            raise ValueError(f"{name} is not a usable public key ({exc})") from None
+    return value
 
 
 def load_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -45,4 +102,25 @@ def load_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
         rate_limit_per_minute=int(_num(env, "EGW_RATE_LIMIT_PER_MINUTE", base.rate_limit_per_minute)),
         idempotency_ttl_seconds=int(_num(env, "EGW_IDEMPOTENCY_TTL_SECONDS", base.idempotency_ttl_seconds)),
         idempotency_lock_seconds=int(_num(env, "EGW_IDEMPOTENCY_LOCK_SECONDS", base.idempotency_lock_seconds)),
+        webhook_retry_schedule=_seconds_list(env, "EGW_WEBHOOK_RETRY_SCHEDULE", base.webhook_retry_schedule),
+        webhook_retry_jitter=_num(env, "EGW_WEBHOOK_RETRY_JITTER", base.webhook_retry_jitter),
+        webhook_timeout_seconds=_num(env, "EGW_WEBHOOK_TIMEOUT_SECONDS", base.webhook_timeout_seconds),
+        webhook_disable_after_seconds=_num(
+            env, "EGW_WEBHOOK_DISABLE_AFTER_SECONDS", base.webhook_disable_after_seconds
+        ),
+        webhook_poll_interval_seconds=_num(
+            env, "EGW_WEBHOOK_POLL_INTERVAL_SECONDS", base.webhook_poll_interval_seconds
+        ),
+        webhook_lease_seconds=_num(env, "EGW_WEBHOOK_LEASE_SECONDS", base.webhook_lease_seconds),
+        webhook_batch_size=int(_num(env, "EGW_WEBHOOK_BATCH_SIZE", base.webhook_batch_size)),
+        webhook_secret_grace_seconds=_num(env, "EGW_WEBHOOK_SECRET_GRACE_SECONDS", base.webhook_secret_grace_seconds),
+        webhook_allowed_subnets=_subnets(env, "EGW_WEBHOOK_ALLOWED_SUBNETS"),
+        ghl_ed25519_public_key=_ghl_key(env, "EGW_GHL_ED25519_PUBLIC_KEY", base.ghl_ed25519_public_key, load_ed25519),
+        ghl_rsa_public_key=_ghl_key(env, "EGW_GHL_RSA_PUBLIC_KEY", base.ghl_rsa_public_key, load_rsa),
+        poll_seconds=_num(env, "EGW_POLL_SECONDS", 0.0) if env.get("EGW_POLL_SECONDS") else None,
+        sync_tick_seconds=_num(env, "EGW_SYNC_TICK_SECONDS", base.sync_tick_seconds),
+        sync_sweep_seconds=_num(env, "EGW_SYNC_SWEEP_SECONDS", base.sync_sweep_seconds),
+        sync_lease_seconds=_num(env, "EGW_SYNC_LEASE_SECONDS", base.sync_lease_seconds),
+        sync_batch_size=int(_num(env, "EGW_SYNC_BATCH_SIZE", base.sync_batch_size)),
+        sync_max_backoff_seconds=_num(env, "EGW_SYNC_MAX_BACKOFF_SECONDS", base.sync_max_backoff_seconds),
     )

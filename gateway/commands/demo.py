@@ -138,11 +138,16 @@ def run(args: argparse.Namespace) -> int:
             for line in curl_lines(base_url, loc, seed):
                 print("  " + line)
             print()
-        print("Ctrl-C stops the gateway and the emulators.")
+        print(
+            "Webhooks: POST /v1/webhooks with {\"url\": \"http://127.0.0.1:<port>/hook\"} to receive signed\n"
+            "patient updates (loopback is allowed in the demo). Ctrl-C stops the gateway and the emulators."
+        )
     sys.stdout.flush()
-    config = GatewayConfig(database_url=db_url)
+    # The demo runs the webhook worker too, and lets webhooks reach loopback so a local receiver can subscribe.
+    config = GatewayConfig(database_url=db_url, webhook_allowed_subnets=("127.0.0.0/8", "::1/128"))
     try:
-        uvicorn.run(create_app(config, keyring), host="127.0.0.1", port=port, access_log=False, log_level="warning")
+        app = create_app(config, keyring, worker=True)
+        uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
     finally:
         for thread in threads:
             thread.stop()

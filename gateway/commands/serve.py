@@ -20,6 +20,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("EGW_PORT", "8000")))
     p.add_argument("--migrate", action="store_true", help="apply pending migrations before starting")
     p.add_argument("--json", action="store_true", help="accepted for symmetry; serve prints logs only")
+    p.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve the API only; run `emr-gateway worker` separately for webhook delivery and change detection",
+    )
     p.set_defaults(handler=run)
 
 
@@ -29,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
     keyring = Keyring.from_env()
     if args.migrate:
         upgrade(config.database_url)
-    app = create_app(config, keyring)
+    app = create_app(config, keyring, worker=not args.no_worker)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning", lifespan="on")
     return 0

@@ -16,6 +16,7 @@ from gateway.resolver import lookup_or_create_patient, resolve_practitioner, res
 from gateway.routes.context import LocationScope, scope_for
 from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal
+from gateway.sync.immediate import notify_gateway_write
 from gateway.times import parse_bound, to_instant, zone
 from schemas.appointments import (
     Appointment,
@@ -26,6 +27,7 @@ from schemas.appointments import (
 )
 from schemas.commands import AppointmentQuery, BookCommand, CancelCommand, RescheduleCommand
 from schemas.problems import FieldError
+from schemas.webhooks import EventType
 
 IdemHeader = HeaderParameter(
     name="Idempotency-Key",
@@ -54,7 +56,9 @@ async def book_in(scope: LocationScope, data: BookAppointment) -> Appointment:
         end=end,
         notes=data.notes,
     )
-    return await scope.adapter.book(command)
+    booked = await scope.adapter.book(command)
+    await notify_gateway_write(scope.runtime, scope.principal.location, booked, EventType.APPOINTMENT_BOOKED)
+    return booked
 
 
 BOUND = "RFC 3339, or YYYY-MM-DD (the location's local day)"
@@ -116,7 +120,9 @@ class AppointmentsController(Controller):
             command = RescheduleCommand(
                 appointment_id=appointment_id, start=start, end=end, practitioner_id=practitioner_id, notes=data.notes
             )
-            return Response(await scope.adapter.reschedule(command), status_code=200)
+            moved = await scope.adapter.reschedule(command)
+            await notify_gateway_write(runtime, principal.location, moved, EventType.APPOINTMENT_RESCHEDULED)
+            return Response(moved, status_code=200)
 
         return cast(Response[Appointment], await run_idempotent(request, principal, runtime, action))
 
@@ -134,7 +140,9 @@ class AppointmentsController(Controller):
 
         async def action() -> Response[Any]:
             command = CancelCommand(appointment_id=appointment_id, reason=data.reason, note=data.note)
-            return Response(await scope.adapter.cancel(command), status_code=200)
+            cancelled = await scope.adapter.cancel(command)
+            await notify_gateway_write(runtime, principal.location, cancelled, EventType.APPOINTMENT_CANCELLED)
+            return Response(cancelled, status_code=200)
 
         return cast(Response[Appointment], await run_idempotent(request, principal, runtime, action))
 

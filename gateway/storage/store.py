@@ -36,6 +36,7 @@ from gateway.storage.tables import (
     emr_credentials,
     idempotency_records,
     locations,
+    webhook_endpoints,
 )
 
 IN_FLIGHT = "in_flight"
@@ -54,7 +55,10 @@ class SealedColumn(NamedTuple):
 
 
 # Every table with encrypted secrets; rotate_master_key re-encrypts them all. Webhook secrets join this list.
-SEALED: tuple[SealedColumn, ...] = (SealedColumn(emr_credentials, "location_id"),)
+SEALED: tuple[SealedColumn, ...] = (
+    SealedColumn(emr_credentials, "location_id"),
+    SealedColumn(webhook_endpoints, "id"),
+)
 
 
 def sealed_aad(table: Table, row_id: str) -> bytes:
@@ -108,6 +112,11 @@ class Store:
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
+
+    @property
+    def keyring(self) -> Keyring:
+        """For feature stores (gateway.storage.webhooks) that seal their own secrets."""
+        return self._keyring
 
     @property
     def backend(self) -> str:

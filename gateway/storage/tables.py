@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 NAMING = {
@@ -130,4 +132,122 @@ audit_log = Table(
     Column("action", String(100), nullable=False),
     Column("target", Text, nullable=True),
     Index("ix_audit_log_location_id_at", "location_id", "at"),
+)
+
+# -- patient-update webhooks: delivery (endpoints, the event outbox, one delivery per endpoint and event) -------------
+
+# The secret set (current + previous during rotation) is one sealed blob: aad "webhook_endpoints:<id>".
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("event_types", Text, nullable=False),  # JSON list of EventType values
+    Column("format", String(32), nullable=False),
+    Column("description", String(255), nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", String(200), nullable=True),
+    Column("failing_since", UTCDateTime, nullable=True),
+    Column("key_id", String(32), nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("previous_expires_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(40), primary_key=True),  # the Standard Webhooks webhook-id
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # msgspec JSON of schemas.webhooks.WebhookEvent
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_events_location_id_created_at", "location_id", "created_at"),
+)
+
+# One row per (endpoint, event): retries and replays reuse it, so webhook-id never changes for a receiver.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("endpoint_id", String(40), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", String(40), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | delivering | succeeded | failed | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("locked_until", UTCDateTime, nullable=True),
+    Column("locked_by", String(100), nullable=True),
+    Column("last_attempt_at", UTCDateTime, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", String(300), nullable=True),
+    Column("last_response_body", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("endpoint_id", "event_id", name="uq_deliveries_endpoint_id_event_id"),
+    Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    Index("ix_deliveries_endpoint_id_created_at", "endpoint_id", "created_at"),
+)
+
+# -- patient-update webhooks: change detection (poll cursor + lease per location, what subscribers last saw) ----------
+
+# One row per location that is polled. `last_error` holds an error class name only, never patient data.
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True),
+    Column("cursor", Text, nullable=True),
+    Column("tracking_since", UTCDateTime, nullable=False),
+    Column("next_poll_at", UTCDateTime, nullable=True),
+    Column("lease_owner", String(100), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("last_poll_at", UTCDateTime, nullable=True),
+    Column("last_sweep_at", UTCDateTime, nullable=True),
+    Column("last_error", String(200), nullable=True),
+    Column("consecutive_failures", Integer, nullable=False),
+    Index("ix_sync_state_next_poll_at", "next_poll_at"),
+)
+
+# The digest of the last patient snapshot published: an equal digest means nothing a subscriber sees changed.
+patient_snapshots = Table(
+    "patient_snapshots",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("source_updated_at", UTCDateTime, nullable=True),  # newest EMR updated_at the snapshot was built from
+    Column("patient_updated_at", UTCDateTime, nullable=True),  # the patient record's own, to skip re-reads
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("location_id", "patient_id"),
+)
+
+# The last seen status/start of each appointment: tells booked / rescheduled / cancelled / no-show from mere edits.
+appointment_states = Table(
+    "appointment_states",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("appointment_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("start", UTCDateTime, nullable=False),
+    Column("practitioner_id", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("emr_updated_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("location_id", "appointment_id"),
+)
+
+# -- GoHighLevel (migration 0004) --
+# Secret path tokens for GHL's plain workflow webhook action (it cannot set headers): like api_keys, only a SHA-256
+# and a display prefix are stored.
+ghl_tokens = Table(
+    "ghl_tokens",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("sha256", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
 )

@@ -18,6 +18,7 @@ from adapters.cliniko.emulator import ClinikoEmulator
 from adapters.emulation import ServerThread, default_seed
 from gateway.cli import main
 from gateway.crypto import Keyring
+from gateway.storage.migrate import head_revision
 from gateway.storage.store import Store
 
 CLINIKO_SECRET = "MS0xNzAwMDAwMDAwLXNlY3JldC1jbGluaWtvLWtleQ-au1"
@@ -84,7 +85,7 @@ async def test_operator_adds_locations_issues_and_revokes_keys_and_rotates_the_m
 ) -> None:
     old_entry, _ = _key_entry("k1")
     op = Operator(database_url, old_entry, tmp_path)
-    assert op.run("migrate")["revision"] == "0001"
+    assert op.run("migrate")["revision"] == head_revision()
 
     creds_file = tmp_path / "cliniko.json"
     creds_file.write_text(CREDENTIALS)

@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+
+from tests.webhooks.receiver import Receiver, verify
 
 
 def test_demo_prints_a_working_key_per_emr(tmp_path: Path) -> None:
@@ -34,13 +37,15 @@ def test_demo_prints_a_working_key_per_emr(tmp_path: Path) -> None:
                     break
             except httpx.TransportError:
                 pass
-            import time
-
             time.sleep(0.05)
         loc = next(loc for loc in info["locations"] if loc["emr"] == "cliniko")
         tz = "Australia/Melbourne"
         d = datetime.now(ZoneInfo(tz)).date() + timedelta(days=1)
+        receiver = Receiver().start()
         with httpx.Client(base_url=base, headers={"x-api-key": loc["api_key"]}, timeout=30) as c:
+            hook = c.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["appointment.booked"]})
+            assert hook.status_code == 201, hook.text
+            secret = hook.json()["secret"]
             r = c.post(
                 "/v1/appointments",
                 json={
@@ -57,6 +62,15 @@ def test_demo_prints_a_working_key_per_emr(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
             r = c.post(f"/v1/appointments/{appt_id}/cancel", json={"reason": "other"})
             assert r.json()["status"] == "cancelled"
+        # The demo runs the webhook worker: the booking reaches the subscriber, signed.
+        deadline = time.monotonic() + 20
+        while not receiver.snapshot() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        receiver.stop()
+        [delivery] = receiver.snapshot()
+        event = verify(secret, delivery)
+        assert json.loads(delivery.body)["data"]["appointment"]["id"] == appt_id
+        assert event is not None
     finally:
         proc.terminate()
         proc.wait(timeout=20)

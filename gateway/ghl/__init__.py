@@ -1,0 +1,1 @@
+"""GoHighLevel entry points: workflow webhook payloads, path tokens, marketplace signatures, customData references."""

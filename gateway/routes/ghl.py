@@ -1,0 +1,197 @@
+"""GoHighLevel entry points: workflow webhook actions (`/ghl/v1/appointments/…`, key in `x-api-key` or a secret path
+token) and marketplace-app webhooks (`/ghl/v1/marketplace/webhooks`, signed by GHL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from gateway.auth import runtime_of
+from gateway.errors import BadRequest, TooManyRequests, Unauthorized, ValidationFailed
+from gateway.ghl import actions, workflow
+from gateway.ghl.payloads import MarketplaceEvent, WorkflowPayload
+from gateway.ghl.references import practitioner_ref
+from gateway.ghl.signatures import ED25519_HEADER, RSA_HEADER, verify
+from gateway.ghl.store import anchor_key, authenticate_token, location_for_ghl
+from gateway.ghl.times import parse_ghl_time
+from gateway.routes.context import LocationScope, scope_for
+from gateway.routes.docs import API_KEY, PROBLEMS
+from gateway.runtime import Principal, Runtime
+from gateway.storage.records import LocationRecord
+from schemas.appointments import Appointment
+from schemas.problems import FieldError
+
+Req = Request[Any, Any, State]
+
+
+class Ignored(msgspec.Struct, kw_only=True):
+    """A marketplace event the gateway acknowledges without acting on it (so GHL does not retry it)."""
+
+    ignored: bool = True
+    type: str | None
+    reason: str
+
+
+async def token_principal(request: Req, token: str) -> Principal:
+    # Problem bodies name the request path (`instance`); GHL shows them in workflow logs: show the template instead.
+    request.scope["path"] = request.scope["path"].replace(token, "{token}")
+    runtime = runtime_of(request.app.state)
+    record = await authenticate_token(runtime.store, token)
+    if record is None:
+        raise Unauthorized("the GHL path token is unknown or revoked (see `emr-gateway ghl-tokens list`)")
+    location = await runtime.store.get_location(record.location_id)
+    if location is None:
+        raise Unauthorized("the GHL path token's location no longer exists")
+    wait = runtime.limiter.take(record.id)
+    if wait is not None:
+        raise TooManyRequests("too many requests for this GHL token", retry_after=wait)
+    request.scope["egw_location_id"] = location.id  # type: ignore[typeddict-unknown-key]
+    return Principal(key=await anchor_key(runtime.store, location.id), location=location)
+
+
+def _same_ghl_location(location: LocationRecord, body: WorkflowPayload) -> None:
+    """A location linked to a GHL location refuses bodies from another sub-account (a key pasted in the wrong one)."""
+    sent = body.location.id if body.location else None
+    if location.ghl_location_id and sent and sent != location.ghl_location_id:
+        raise ValidationFailed(
+            f"this location is linked to GHL location {location.ghl_location_id}, but the body comes from {sent}",
+            errors=[FieldError(field="location.id", message="another GHL location")],
+        )
+
+
+async def _workflow(request: Req, principal: Principal, action: str, body: WorkflowPayload) -> Response[Any]:
+    runtime = runtime_of(request.app.state)
+    _same_ghl_location(principal.location, body)
+    scope = await scope_for(runtime, principal)
+    if action == "book":
+        return await actions.book(request, scope, workflow.book_request(body, scope.time_zone))
+    ghl_id = workflow.ghl_id_of(body)
+    if action == "reschedule":
+        tz = workflow.time_zone_of(body, scope.time_zone)
+        start, end = workflow.times_of(body, tz)
+        return await actions.reschedule(request, scope, ghl_id, start, end, practitioner_ref(body.custom))
+    custom = body.custom
+    reason = actions.cancel_reason(custom.get("cancel_reason") or custom.get("reason") or "other")
+    return await actions.cancel(request, scope, ghl_id, reason)
+
+
+BOOK = "Book from a GHL workflow webhook (idempotent per GHL appointmentId)"
+RESCHEDULE = "Reschedule the EMR appointment linked to calendar.appointmentId"
+CANCEL = "Cancel the EMR appointment linked to calendar.appointmentId"
+
+
+class GhlWorkflowController(Controller):
+    """The key in `x-api-key` (GHL's Custom Webhook action can set headers)."""
+
+    path = "/ghl/v1/appointments"
+    tags = ["gohighlevel"]
+    security = API_KEY
+
+    @post("/book", responses=PROBLEMS, status_code=201, summary=BOOK)
+    async def book(
+        self, request: Req, principal: NamedDependency[Principal], data: JSONBody[WorkflowPayload]
+    ) -> Response[Appointment]:
+        return await _workflow(request, principal, "book", data)
+
+    @post("/reschedule", responses=PROBLEMS, status_code=200, summary=RESCHEDULE)
+    async def reschedule(
+        self, request: Req, principal: NamedDependency[Principal], data: JSONBody[WorkflowPayload]
+    ) -> Response[Appointment]:
+        return await _workflow(request, principal, "reschedule", data)
+
+    @post("/cancel", responses=PROBLEMS, status_code=200, summary=CANCEL)
+    async def cancel(
+        self, request: Req, principal: NamedDependency[Principal], data: JSONBody[WorkflowPayload]
+    ) -> Response[Appointment]:
+        return await _workflow(request, principal, "cancel", data)
+
+
+class GhlTokenWorkflowController(Controller):
+    """The same routes for GHL's plain Webhook action, which cannot set headers: a secret token in the path."""
+
+    path = "/ghl/v1/{token:str}/appointments"
+    tags = ["gohighlevel"]
+
+    @post("/book", responses=PROBLEMS, status_code=201, summary=BOOK)
+    async def book(self, request: Req, token: FromPath[str], data: JSONBody[WorkflowPayload]) -> Response[Appointment]:
+        return await _workflow(request, await token_principal(request, token), "book", data)
+
+    @post("/reschedule", responses=PROBLEMS, status_code=200, summary=RESCHEDULE)
+    async def reschedule(
+        self, request: Req, token: FromPath[str], data: JSONBody[WorkflowPayload]
+    ) -> Response[Appointment]:
+        return await _workflow(request, await token_principal(request, token), "reschedule", data)
+
+    @post("/cancel", responses=PROBLEMS, status_code=200, summary=CANCEL)
+    async def cancel(
+        self, request: Req, token: FromPath[str], data: JSONBody[WorkflowPayload]
+    ) -> Response[Appointment]:
+        return await _workflow(request, await token_principal(request, token), "cancel", data)
+
+
+async def _marketplace(request: Req, runtime: Runtime, event: MarketplaceEvent) -> Response[Any]:
+    def ignored(reason: str) -> Response[Any]:
+        return Response(Ignored(type=event.type, reason=reason), status_code=200)
+
+    if event.type not in ("AppointmentCreate", "AppointmentUpdate", "AppointmentDelete"):
+        return ignored("not an appointment event")
+    location = await location_for_ghl(runtime.store, event.location_id or "") if event.location_id else None
+    if location is None:
+        return ignored(f"no gateway location is linked to GHL location {event.location_id}")
+    appt = event.appointment
+    if appt is None or not appt.id:
+        return ignored("the event carries no appointment id")
+    request.scope["egw_location_id"] = location.id  # type: ignore[typeddict-unknown-key]
+    scope: LocationScope = await scope_for(
+        runtime, Principal(key=await anchor_key(runtime.store, location.id), location=location)
+    )
+    linked = await runtime.store.find_link(location.id, actions.SOURCE, appt.id)
+    if event.type == "AppointmentCreate":
+        return ignored(
+            "already booked through the workflow action"
+            if linked
+            else "bookings come from the workflow action (this event has no patient details); nothing booked"
+        )
+    if linked is None:
+        return ignored(f"GHL appointment {appt.id} is not linked to an EMR appointment")
+    status = (appt.appointment_status or "").lower()
+    if event.type == "AppointmentDelete" or status == "cancelled":
+        return await actions.cancel(request, scope, appt.id, actions.cancel_reason("other"))
+    if status in ("noshow", "showed", "invalid"):
+        return ignored(f"appointmentStatus {status} is not synced to the EMR")
+    if not appt.start_time:
+        return ignored("the event carries no startTime")
+    start = parse_ghl_time(appt.start_time, location.time_zone, field="appointment.startTime")
+    end = parse_ghl_time(appt.end_time, location.time_zone, field="appointment.endTime") if appt.end_time else None
+    return await actions.reschedule(request, scope, appt.id, start, end)
+
+
+class GhlMarketplaceController(Controller):
+    path = "/ghl/v1/marketplace"
+    tags = ["gohighlevel"]
+
+    @post("/webhooks", responses=PROBLEMS, status_code=200, summary="GHL marketplace-app webhook (signed by GHL)")
+    async def webhooks(self, request: Req) -> Response[Any]:
+        """AppointmentUpdate reschedules (or cancels, status `cancelled`) and AppointmentDelete cancels the linked
+        EMR appointment; AppointmentCreate and other events are acknowledged and ignored."""
+        runtime = runtime_of(request.app.state)
+        raw = await request.body()
+        why = verify(
+            raw,
+            request.headers.get(ED25519_HEADER),
+            request.headers.get(RSA_HEADER),
+            ed25519_key=runtime.config.ghl_ed25519_public_key,
+            rsa_key=runtime.config.ghl_rsa_public_key,
+        )
+        if why is not None:
+            raise Unauthorized(why)
+        try:
+            event = msgspec.json.decode(raw, type=MarketplaceEvent)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise BadRequest(f"not a GHL webhook body: {exc}") from None
+        return await _marketplace(request, runtime, event)

@@ -1,0 +1,191 @@
+"""/v1/webhooks: subscriptions for patient-update webhooks, secret rotation, and the operator's delivery controls."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from gateway.auth import runtime_of
+from gateway.errors import NotFoundError, ValidationFailed
+from gateway.routes.docs import API_KEY, PROBLEMS
+from gateway.runtime import Principal
+from gateway.storage.webhooks import DeliveryRecord, EndpointRecord, WebhookStore
+from gateway.webhooks.ssrf import TargetRefused, check_target, parse_networks
+from schemas.deliveries import Delivery, DeliveryList, DeliveryState, ReplayResult
+from schemas.problems import FieldError
+from schemas.webhooks import CreateWebhook, Webhook, WebhookList
+
+
+def _webhook(record: EndpointRecord, secret: str | None = None) -> Webhook:
+    return Webhook(
+        id=record.id,
+        url=record.url,
+        event_types=record.event_types,
+        format=record.format,
+        enabled=record.enabled,
+        created_at=record.created_at,
+        description=record.description,
+        disabled_reason=record.disabled_reason,
+        secret=secret,
+    )
+
+
+def _delivery(record: DeliveryRecord) -> Delivery:
+    return Delivery(
+        id=record.id,
+        endpoint_id=record.endpoint_id,
+        event_id=record.event_id,
+        event_type=record.event_type,
+        state=DeliveryState(record.state),
+        attempts=record.attempts,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        next_attempt_at=record.next_attempt_at,
+        last_attempt_at=record.last_attempt_at,
+        last_status_code=record.last_status_code,
+        last_error=record.last_error,
+        last_response_body=record.last_response_body,
+    )
+
+
+def _missing(webhook_id: str) -> NotFoundError:
+    return NotFoundError(f"no webhook {webhook_id} at this location")
+
+
+def _store(request: Request[Any, Any, State]) -> WebhookStore:
+    return WebhookStore(runtime_of(request.app.state).store)
+
+
+class WebhooksController(Controller):
+    path = "/v1/webhooks"
+    tags = ["webhooks"]
+    security = API_KEY
+
+    @post("/", responses=PROBLEMS, status_code=201, summary="Subscribe a URL; the whsec_ secret is shown only now")
+    async def create(
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], data: JSONBody[CreateWebhook]
+    ) -> Webhook:
+        runtime = runtime_of(request.app.state)
+        try:
+            await check_target(data.url, parse_networks(runtime.config.webhook_allowed_subnets))
+        except TargetRefused as exc:
+            raise ValidationFailed(str(exc), errors=[FieldError(field="url", message=str(exc))]) from None
+        if not data.event_types:
+            raise ValidationFailed(
+                "subscribe to at least one event type",
+                errors=[FieldError(field="event_types", message="must not be empty")],
+            )
+        record, secret = await _store(request).create_endpoint(principal.location.id, data)
+        return _webhook(record, secret)
+
+    @get("/", responses=PROBLEMS, summary="List this location's webhook subscriptions")
+    async def list_webhooks(
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal]
+    ) -> WebhookList:
+        records = await _store(request).list_endpoints(principal.location.id)
+        return WebhookList(items=[_webhook(r) for r in records])
+
+    @get("/{webhook_id:str}", responses=PROBLEMS, summary="One webhook subscription")
+    async def get_webhook(
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: FromPath[str]
+    ) -> Webhook:
+        record = await _store(request).get_endpoint(principal.location.id, webhook_id)
+        if record is None:
+            raise _missing(webhook_id)
+        return _webhook(record)
+
+    @delete("/{webhook_id:str}", responses=PROBLEMS, status_code=204, summary="Unsubscribe (its delivery log goes too)")
+    async def delete_webhook(
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: FromPath[str]
+    ) -> None:
+        if not await _store(request).delete_endpoint(principal.location.id, webhook_id):
+            raise _missing(webhook_id)
+
+    @post(
+        "/{webhook_id:str}/rotate-secret",
+        responses=PROBLEMS,
+        status_code=200,
+        summary="New secret (shown once); the old one keeps signing alongside it for the grace period",
+    )
+    async def rotate_secret(
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: FromPath[str]
+    ) -> Webhook:
+        grace = runtime_of(request.app.state).config.webhook_secret_grace_seconds
+        rotated = await _store(request).rotate_secret(principal.location.id, webhook_id, grace)
+        if rotated is None:
+            raise _missing(webhook_id)
+        record, secret = rotated
+        return _webhook(record, secret)
+
+    @post("/{webhook_id:str}/enable", responses=PROBLEMS, status_code=200, summary="Re-enable a disabled endpoint")
+    async def enable(
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: FromPath[str]
+    ) -> Webhook:
+        record = await _store(request).enable_endpoint(principal.location.id, webhook_id)
+        if record is None:
+            raise _missing(webhook_id)
+        return _webhook(record)
+
+    @get("/{webhook_id:str}/deliveries", responses=PROBLEMS, summary="The endpoint's delivery log, newest first")
+    async def deliveries(
+        self,
+        request: Request[Any, Any, State],
+        principal: NamedDependency[Principal],
+        webhook_id: FromPath[str],
+        state_filter: Annotated[DeliveryState | None, QueryParameter(name="state", required=False)] = None,
+        limit: Annotated[int, QueryParameter(name="limit", required=False, ge=1, le=500)] = 100,
+    ) -> DeliveryList:
+        records = await _store(request).list_deliveries(
+            principal.location.id, webhook_id, state=state_filter.value if state_filter else None, limit=limit
+        )
+        if records is None:
+            raise _missing(webhook_id)
+        return DeliveryList(items=[_delivery(r) for r in records])
+
+    @post(
+        "/{webhook_id:str}/deliveries/{delivery_id:str}/retry",
+        responses=PROBLEMS,
+        status_code=202,
+        summary="Send one delivery again now (dead-lettered ones too), with a fresh retry schedule",
+    )
+    async def retry(
+        self,
+        request: Request[Any, Any, State],
+        principal: NamedDependency[Principal],
+        webhook_id: FromPath[str],
+        delivery_id: FromPath[str],
+    ) -> Delivery:
+        record = await _store(request).retry_delivery(principal.location.id, webhook_id, delivery_id)
+        if record is None:
+            raise NotFoundError(f"no delivery {delivery_id} for webhook {webhook_id} at this location")
+        return _delivery(record)
+
+    @post(
+        "/{webhook_id:str}/replay",
+        responses=PROBLEMS,
+        status_code=202,
+        summary="Queue again every subscribed event since a time (same webhook-id as the first time)",
+    )
+    async def replay(
+        self,
+        request: Request[Any, Any, State],
+        principal: NamedDependency[Principal],
+        webhook_id: FromPath[str],
+        since: Annotated[str, QueryParameter(name="since", description="ISO 8601 instant with an offset")],
+    ) -> ReplayResult:
+        try:
+            when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None:
+            message = "since must be an ISO 8601 instant with an offset, e.g. 2025-01-01T00:00:00Z"
+            raise ValidationFailed(message, errors=[FieldError(field="since", message=message)])
+        queued = await _store(request).replay(principal.location.id, webhook_id, when)
+        if queued is None:
+            raise _missing(webhook_id)
+        return ReplayResult(queued=queued)

@@ -1,0 +1,1 @@
+"""Change detection: poll the EMRs, compare patient snapshots, write events to the outbox."""

@@ -1,0 +1,148 @@
+"""One scheduling pass: lease the locations that are due, poll each EMR's change feed, sweep daily, release.
+
+Per location and poll: `changes_since` (Cliniko: 2 list requests), then 2 requests per affected patient (the
+patient, their appointments) and the catalog once if anything changed. The daily reconciliation sweep lists the
+appointments that *started* since the last sweep (1 request per 100) and re-snapshots their patients (2 requests
+each): time alone moves an appointment from "upcoming" to "last" and a past `booked` into the visit count, and no
+EMR edit announces that. It also re-checks those appointments' states, so a change a poll missed is caught within
+a day. Locations whose EMR has no change feed are not polled (gateway writes still emit events immediately).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from adapters.base import Capability
+from adapters.errors import AdapterError, RateLimited
+from adapters.registry import get_adapter_class
+from gateway.catalog import Catalog
+from gateway.config import GatewayConfig
+from gateway.emr import AnyAdapter, build_adapter
+from gateway.storage import sync as db
+from gateway.storage.records import LocationRecord
+from gateway.storage.store import Store
+from gateway.sync.detector import detect
+from gateway.sync.snapshots import CatalogSource
+from schemas.changes import ChangeSet
+from schemas.commands import AppointmentQuery
+
+log = logging.getLogger("gateway.sync")
+
+
+def poll_interval(config: GatewayConfig, emr: str) -> float:
+    """EGW_POLL_SECONDS if set, else the adapter's own default (chosen for its EMR's rate budget)."""
+    if config.poll_seconds is not None:
+        return config.poll_seconds
+    return float(get_adapter_class(emr).default_poll_seconds)
+
+
+def backoff(config: GatewayConfig, interval: float, failures: int, error: Exception) -> float:
+    """Honours the EMR's Retry-After; otherwise doubles the interval per consecutive failure, capped."""
+    if isinstance(error, RateLimited):
+        return max(float(error.retry_after), interval)
+    return min(max(interval, 1.0) * 2.0 ** min(failures, 16), config.sync_max_backoff_seconds)
+
+
+def lazy_catalog(adapter: AnyAdapter) -> CatalogSource:
+    """At most one catalog fetch per location and pass, and none when nothing changed."""
+    cached: list[Catalog] = []
+
+    async def get() -> Catalog:
+        if not cached:
+            cached.append(
+                Catalog(
+                    practitioners=await adapter.list_practitioners(),
+                    services=await adapter.list_services(),
+                    locations=await adapter.list_locations(),
+                )
+            )
+        return cached[0]
+
+    return get
+
+
+def _pollable(location: LocationRecord) -> bool:
+    try:
+        return Capability.CHANGES_SINCE in get_adapter_class(location.emr).capabilities
+    except KeyError:
+        return False
+
+
+async def sweep(
+    store: Store, adapter: AnyAdapter, location: LocationRecord, since: datetime, now: datetime, catalog: CatalogSource
+) -> int:
+    started = await adapter.list_appointments(AppointmentQuery(start_from=since, start_to=now))
+    changes = ChangeSet(patients=[], appointments=started, cursor="")
+    patients = frozenset(a.patient_id for a in started)
+    found = await detect(store, adapter, location, changes, catalog=catalog, now=now, resnapshot=patients)
+    return len(found.events)
+
+
+async def poll_location(
+    store: Store, http: httpx.AsyncClient, config: GatewayConfig, state: db.SyncState, worker_id: str
+) -> int:
+    """Polls one leased location; returns how many events it published. Releases the lease in every case."""
+    now = datetime.now(UTC)
+    location = await store.get_location(state.location_id)
+    if location is None:
+        return 0
+    if not _pollable(location):  # its row exists because of a gateway write; nothing to poll
+        later = now + timedelta(seconds=config.sync_max_backoff_seconds)
+        await db.release(store, location.id, worker_id, next_poll_at=later)
+        return 0
+    interval = poll_interval(config, location.emr)
+    try:
+        adapter = build_adapter(
+            location.emr,
+            location.settings_json,
+            await store.get_credentials(location.id),
+            http=http,
+            location_id=location.id,
+            time_zone=location.time_zone,
+        )
+        catalog = lazy_catalog(adapter)
+        changes = await adapter.changes_since(state.cursor)
+        found = await detect(store, adapter, location, changes, catalog=catalog, now=now, worker_id=worker_id)
+        published = len(found.events)
+        swept_at: datetime | None = None
+        if state.last_sweep_at is None:
+            swept_at = now  # the first sweep covers from here on, never the location's history
+        elif now - state.last_sweep_at >= timedelta(seconds=config.sync_sweep_seconds):
+            published += await sweep(store, adapter, location, state.last_sweep_at, now, catalog)
+            swept_at = now
+    except db.LeaseLost:
+        log.warning("sync lease lost; results discarded", extra={"location_id": location.id})
+        return 0
+    except Exception as exc:  # an EMR error or a bug must not stop the other locations
+        delay = backoff(config, interval, state.consecutive_failures, exc)
+        # The class name only: EMR messages may quote patient data.
+        error = type(exc).__name__
+        if not isinstance(exc, AdapterError):
+            log.exception("sync failed", extra={"location_id": location.id, "error": error})
+        else:
+            log.warning("sync failed", extra={"location_id": location.id, "error": error, "retry_in": delay})
+        await db.release(store, location.id, worker_id, next_poll_at=now + timedelta(seconds=delay), error=error)
+        return 0
+    await db.release(
+        store,
+        location.id,
+        worker_id,
+        next_poll_at=now + timedelta(seconds=interval),
+        polled_at=now,
+        swept_at=swept_at,
+    )
+    return published
+
+
+async def tick(store: Store, http: httpx.AsyncClient, config: GatewayConfig, worker_id: str) -> int:
+    """Polls every due location this worker can lease; returns how many locations it polled."""
+    now = datetime.now(UTC)
+    locations = [loc for loc in await store.list_locations() if _pollable(loc)]
+    await db.ensure_states(store, (loc.id for loc in locations), now)
+    claimed = await db.claim_due(store, worker_id, now, config.sync_lease_seconds, config.sync_batch_size)
+    for state in claimed:
+        await poll_location(store, http, config, state, worker_id)
+    return len(claimed)

@@ -1,0 +1,86 @@
+"""The background worker: webhook delivery batches and, when present, the change-detection scheduler's ticks.
+
+`serve` runs it in-process; `emr-gateway worker` runs it alone so API and workers scale apart. Any number of workers
+may share one PostgreSQL: each claims its own batch (SKIP LOCKED) under a lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from gateway.config import GatewayConfig
+from gateway.storage.store import Store
+from gateway.storage.webhooks import WebhookStore
+from gateway.webhooks.delivery import deliver_batch
+
+log = logging.getLogger("emr_gateway.worker")
+
+Tick = Callable[[Store, httpx.AsyncClient, GatewayConfig, str], Awaitable[int]]
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _scheduler_tick() -> Tick | None:
+    """The change-detection half is optional until it lands: no module, no ticks."""
+    try:
+        module = importlib.import_module("gateway.sync.scheduler")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("gateway.sync", "gateway.sync.scheduler"):
+            return None
+        raise
+    tick: Tick = module.tick
+    return tick
+
+
+class Worker:
+    def __init__(self, store: Store, emr_http: httpx.AsyncClient, config: GatewayConfig) -> None:
+        self.store = store
+        self.emr_http = emr_http
+        self.config = config
+        self.worker_id = new_worker_id()
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+    async def _deliveries(self, stop: asyncio.Event) -> None:
+        webhooks = WebhookStore(self.store)
+        # Redirects are failures, never followed; each request sets its own timeout.
+        async with httpx.AsyncClient(follow_redirects=False) as http:
+            while not stop.is_set():
+                try:
+                    claimed = await deliver_batch(webhooks, http, self.config, self.worker_id)
+                except Exception:
+                    log.exception("webhook delivery batch failed")
+                    claimed = 0
+                if claimed == 0:
+                    await self._sleep(stop, self.config.webhook_poll_interval_seconds)
+
+    async def _scheduler(self, stop: asyncio.Event) -> None:
+        tick = _scheduler_tick()
+        if tick is None:
+            return
+        interval = float(getattr(self.config, "sync_tick_seconds", self.config.webhook_poll_interval_seconds))
+        while not stop.is_set():
+            try:
+                await tick(self.store, self.emr_http, self.config, self.worker_id)
+            except Exception:
+                log.exception("change-detection tick failed")
+            await self._sleep(stop, interval)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Returns once `stop` is set and the current batch and tick have finished."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._deliveries(stop))
+            group.create_task(self._scheduler(stop))

@@ -1,0 +1,205 @@
+"""Changes made in the EMR's own screens reach subscribers once: the poll, the digests, the lease, the crash."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import msgspec
+
+from adapters.emulation import Fault, FaultKind
+from gateway.emr import build_adapter
+from gateway.storage import sync as db
+from gateway.storage.store import Store
+from gateway.sync.detector import detect
+from gateway.sync.scheduler import lazy_catalog, poll_location, tick
+from schemas.appointments import AppointmentStatus
+from schemas.changes import ChangeSet
+from schemas.webhooks import AppointmentEventData, EventType, PatientSnapshot
+from tests.gateway.conftest import Harness
+from tests.sync.support import ClinicScreens, Sync, day_ahead, local
+
+BOOKED, RESCHEDULED, CANCELLED, NO_SHOW, UPDATED = (
+    EventType.APPOINTMENT_BOOKED,
+    EventType.APPOINTMENT_RESCHEDULED,
+    EventType.APPOINTMENT_CANCELLED,
+    EventType.APPOINTMENT_NO_SHOW,
+    EventType.PATIENT_UPDATED,
+)
+
+
+def test_a_booking_in_the_emr_is_announced_once_with_names_resolved(harness: Harness) -> None:
+    sync, clinic = Sync(harness), ClinicScreens(harness)
+    here, there = harness.sites[0].location_id, harness.sites[1].location_id
+    assert sync.tick() == 2  # both locations: the first poll only sets the cursor
+    assert sync.new_events() == []
+
+    start = local(day_ahead(), 10)
+    appointment_id = clinic.book(start)
+    sync.tick()
+    booked, updated = sync.new_events()
+    assert (booked.type, booked.location_id, updated.type, updated.location_id) == (BOOKED, here, UPDATED, here)
+    assert isinstance(booked.data, AppointmentEventData)
+    summary = booked.data.appointment
+    assert (summary.id, summary.status, summary.start) == (appointment_id, AppointmentStatus.BOOKED, start)
+    assert (summary.practitioner_name, summary.service_name, summary.location_name) == (
+        "Alice Nguyen",
+        "Standard Consultation",
+        "North Clinic",
+    )
+    assert booked.data.patient is not None
+    assert booked.data.patient.last_name == "Citizen"
+    assert isinstance(updated.data, PatientSnapshot)
+    assert updated.data.upcoming_appointment is not None
+    assert updated.data.upcoming_appointment.id == appointment_id
+    assert (updated.data.upcoming_count, updated.data.total_appointments) == (1, 1)
+    assert there not in {e.location_id for e in [booked, updated]}
+
+    sync.tick()
+    assert sync.new_events() == []  # nothing changed: the digests hold every event back
+    clinic.close()
+
+
+def test_reschedule_notes_and_cancel_in_the_emr_are_told_apart(harness: Harness) -> None:
+    sync, clinic = Sync(harness), ClinicScreens(harness)
+    here = harness.sites[0].location_id
+    sync.tick()
+    start = local(day_ahead(), 10)
+    appointment_id = clinic.book(start)
+    sync.tick()
+    sync.new_events()
+
+    clinic.move(appointment_id, start + timedelta(hours=2))
+    sync.tick()
+    moved, updated = sync.new_events()
+    assert (moved.type, updated.type) == (RESCHEDULED, UPDATED)
+    assert isinstance(moved.data, AppointmentEventData)
+    assert moved.data.previous_start == start
+    assert moved.data.appointment.start == start + timedelta(hours=2)
+
+    clinic.edit_notes(appointment_id, "bring the x-rays")
+    sync.tick()
+    assert sync.new_events() == []  # notes are not in what subscribers see
+
+    clinic.cancel(appointment_id)
+    sync.tick()
+    assert sync.new_types() == [(CANCELLED, here), (UPDATED, here)]
+    snapshot = sync.events()[-1].data
+    assert isinstance(snapshot, PatientSnapshot)
+    assert (snapshot.upcoming_appointment, snapshot.cancellation_count, snapshot.upcoming_count) == (None, 1, 0)
+    sync.tick()
+    assert sync.new_events() == []
+    clinic.close()
+
+
+def test_a_no_show_is_its_own_event(harness: Harness) -> None:
+    """The emulator cannot mark `did_not_arrive`, so the detector gets the adapter's own no-show reading directly."""
+    sync, clinic = Sync(harness), ClinicScreens(harness)
+    sync.tick()
+    appointment_id = clinic.book(local(day_ahead(), 11))
+    sync.tick()
+    sync.new_events()
+    location = sync.location()
+
+    async def mark_no_show(store: Store, http: httpx.AsyncClient) -> None:
+        adapter = build_adapter(
+            location.emr,
+            location.settings_json,
+            await store.get_credentials(location.id),
+            http=http,
+            location_id=location.id,
+            time_zone=location.time_zone,
+        )
+        seen = await adapter.get_appointment(appointment_id)
+        missed = msgspec.structs.replace(
+            seen, status=AppointmentStatus.NOSHOW, updated_at=(seen.updated_at or datetime.now(UTC)) + timedelta(1)
+        )
+        for _ in range(2):  # the same reading twice: the second is a repeat
+            await detect(
+                store,
+                adapter,
+                location,
+                ChangeSet(patients=[], appointments=[missed], cursor=""),
+                catalog=lazy_catalog(adapter),
+                now=datetime.now(UTC),
+            )
+
+    sync.run(mark_no_show)
+    assert [e.type for e in sync.new_events()] == [NO_SHOW]
+    clinic.close()
+
+
+def test_two_workers_never_poll_one_location_at_once(harness: Harness) -> None:
+    sync, clinic = Sync(harness), ClinicScreens(harness)
+    sync.tick()
+    clinic.book(local(day_ahead(), 12))
+
+    async def race(store: Store, http: httpx.AsyncClient) -> list[int]:
+        return list(await asyncio.gather(*(tick(store, http, sync.config, f"worker-{n}") for n in range(3))))
+
+    assert sum(sync.run(race)) == 2  # two locations, each polled by exactly one worker
+    assert [e.type for e in sync.new_events()] == [BOOKED, UPDATED]
+
+    async def hold(store: Store, _http: httpx.AsyncClient) -> list[db.SyncState]:
+        return await db.claim_due(store, "holder", datetime.now(UTC), 300, 10)
+
+    assert len(sync.run(hold)) == 2
+    assert sync.tick("worker-9") == 0  # due, but leased to another worker
+    clinic.close()
+
+
+def test_a_poll_that_dies_before_its_commit_leaves_nothing_and_the_next_one_emits_once(harness: Harness) -> None:
+    sync, clinic = Sync(harness, sync_lease_seconds=30), ClinicScreens(harness)
+    sync.tick()
+    clinic.book(local(day_ahead(), 13))
+    here = harness.sites[0].location_id
+
+    async def stalled_then_taken_over(store: Store, http: httpx.AsyncClient) -> tuple[int, int]:
+        now = datetime.now(UTC)
+        slow = next(s for s in await db.claim_due(store, "slow", now, 30, 10) if s.location_id == here)
+        # The slow worker's lease runs out before it commits; another worker takes the location over.
+        later = now + timedelta(seconds=31)
+        fast = next(s for s in await db.claim_due(store, "fast", later, 30, 10) if s.location_id == here)
+        lost = await poll_location(store, http, sync.config, slow, "slow")
+        won = await poll_location(store, http, sync.config, fast, "fast")
+        return lost, won
+
+    assert sync.run(stalled_then_taken_over) == (0, 2)
+    assert [e.type for e in sync.new_events()] == [BOOKED, UPDATED]
+    sync.tick()
+    assert sync.new_events() == []
+    clinic.close()
+
+
+def test_the_emr_rate_limit_postpones_the_location_and_is_recorded(harness: Harness) -> None:
+    sync = Sync(harness)
+    sync.tick()
+    harness.emulator.faults.add(Fault(kind=FaultKind.RATE_LIMIT, path_prefix="/v1/patients", retry_after=120, count=2))
+    before = datetime.now(UTC)
+    sync.tick()
+
+    async def states(store: Store, _http: httpx.AsyncClient) -> list[db.SyncState | None]:
+        return [await db.get_state(store, site.location_id) for site in harness.sites]
+
+    for state in sync.run(states):
+        assert state is not None
+        assert state.next_poll_at is not None
+        assert state.next_poll_at >= before + timedelta(seconds=100)
+        assert (state.last_error, state.consecutive_failures) == ("RateLimited", 1)
+    assert sync.tick() == 0  # not due again before Cliniko's reset
+
+
+def test_the_daily_sweep_rechecks_without_repeating_itself(harness: Harness) -> None:
+    sync, clinic = Sync(harness, sync_sweep_seconds=0), ClinicScreens(harness)
+    sync.tick()  # first poll: sets the cursor and the sweep's starting point
+    clinic.book(datetime.now(UTC) - timedelta(minutes=5))  # already started: the sweep window covers it
+    sync.tick()
+    booked, updated = sync.new_events()
+    assert (booked.type, updated.type) == (BOOKED, UPDATED)
+    assert isinstance(updated.data, PatientSnapshot)
+    assert (updated.data.visit_count, updated.data.upcoming_appointment) == (1, None)
+    sync.tick()
+    sync.tick()
+    assert sync.new_events() == []
+    clinic.close()
