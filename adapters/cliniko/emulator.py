@@ -53,10 +53,11 @@ import msgspec
 import phonenumbers
 from litestar import Request, Response, get, patch, post
 from litestar.exceptions import HTTPException
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 
 from adapters.cliniko import wire
 from adapters.emulation import (
+    CONTROL_PREFIX,
     Emulator,
     EmulatorSeed,
     EmulatorStats,
@@ -192,6 +193,11 @@ class PatientRec:
     archived_at: datetime.datetime | None = None
 
 
+class AttendanceMark(msgspec.Struct, kw_only=True):
+    did_not_arrive: bool = False
+    patient_arrived: bool = False
+
+
 @dataclass
 class AppointmentRec:
     id: str
@@ -208,6 +214,8 @@ class AppointmentRec:
     cancellation_reason: int | None = None
     cancellation_note: str | None = None
     archived_at: datetime.datetime | None = None
+    did_not_arrive: bool = False
+    patient_arrived: bool = False
 
     def active(self) -> bool:
         return self.cancelled_at is None and self.archived_at is None
@@ -513,8 +521,8 @@ class ClinikoEmulator(Emulator):
             cancellation_reason_description=wire.CANCELLATION_REASON_DESCRIPTIONS.get(reason) if reason else None,
             cancellation_note=a.cancellation_note,
             archived_at=a.archived_at,
-            did_not_arrive=False,
-            patient_arrived=False,
+            did_not_arrive=a.did_not_arrive,
+            patient_arrived=a.patient_arrived,
             email_reminder_sent=False,
             sms_reminder_sent=False,
             has_patient_appointment_notes=False,
@@ -771,6 +779,13 @@ class ClinikoEmulator(Emulator):
             rec.cancellation_reason = int(data.cancellation_reason)
             if not isinstance(data.cancellation_note, msgspec.UnsetType):
                 rec.cancellation_note = data.cancellation_note
+            rec.updated_at = self._bumped(rec.updated_at)
+
+    def mark_attendance(self, appointment_id: str, mark: AttendanceMark) -> None:
+        """What a receptionist does in Cliniko's screens: the API exposes these flags read-only."""
+        with self._lock:
+            rec = self._find(self.appointments, appointment_id)
+            rec.did_not_arrive, rec.patient_arrived = mark.did_not_arrive, mark.patient_arrived
             rec.updated_at = self._bumped(rec.updated_at)
 
     def _bumped(self, previous: datetime.datetime) -> datetime.datetime:
@@ -1134,6 +1149,12 @@ class ClinikoEmulator(Emulator):
                 return reply(wire.NextAvailableTime(links=links, total_entries=0))
             return reply(wire.NextAvailableTime(links=links, total_entries=1, appointment_start=slots[0]))
 
+        @post(CONTROL_PREFIX + "/individual_appointments/{appointment_id:str}/attendance", status_code=204,
+              sync_to_thread=False)
+        def mark_attendance(appointment_id: FromPath[str], data: JSONBody[AttendanceMark]) -> None:
+            """Emulator control, not Cliniko's API: the clinic marking arrival or no-show in its own screens."""
+            self.mark_attendance(appointment_id, data)
+
         def api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
             return Response(exc.body, status_code=exc.status, media_type=exc.content_type)
 
@@ -1147,7 +1168,7 @@ class ClinikoEmulator(Emulator):
             list_patients, create_patient, get_patient,
             list_practitioners, business_practitioners, type_practitioners, get_practitioner,
             list_users, get_user, list_types, practitioner_types, get_type, list_businesses, get_business,
-            available_times, next_available_time,
+            available_times, next_available_time, mark_attendance,
         ]  # fmt: skip
         return build_emulator_app(
             self,
@@ -1200,8 +1221,6 @@ def _getter(name: str) -> Callable[[Any], Any]:
 def _appointment_field(r: AppointmentRec, name: str) -> Any:
     if name in ("deleted_at", "repeated_from_id"):
         return None
-    if name == "did_not_arrive":
-        return False
     return getattr(r, name)
 
 

@@ -42,6 +42,7 @@ class ClinicScreens:
     def __init__(self, h: Harness, site: int = 0) -> None:
         settings, credentials = h.emulator.location_config(h.emulator_url, site)
         self.business_id: str = msgspec.json.decode(settings)["business_id"]
+        self.emulator_url = h.emulator_url
         key = msgspec.json.decode(credentials)["api_key"]
         self.http = httpx.Client(
             base_url=f"{h.emulator_url}/v1",
@@ -86,6 +87,14 @@ class ClinicScreens:
 
     def cancel(self, appointment_id: str) -> None:
         r = self.http.patch(f"/individual_appointments/{appointment_id}/cancel", json={"cancellation_reason": 50})
+        r.raise_for_status()
+
+    def mark_no_show(self, appointment_id: str) -> None:
+        """Cliniko's API has `did_not_arrive` read-only; the emulator's control route stands in for the UI."""
+        r = self.http.post(
+            f"{self.emulator_url}/_emulator/individual_appointments/{appointment_id}/attendance",
+            json={"did_not_arrive": True},
+        )
         r.raise_for_status()
 
     def close(self) -> None:

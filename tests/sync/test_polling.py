@@ -6,16 +6,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import msgspec
 
 from adapters.emulation import Fault, FaultKind
-from gateway.emr import build_adapter
 from gateway.storage import sync as db
 from gateway.storage.store import Store
-from gateway.sync.detector import detect
-from gateway.sync.scheduler import lazy_catalog, poll_location, tick
+from gateway.sync.scheduler import poll_location, tick
 from schemas.appointments import AppointmentStatus
-from schemas.changes import ChangeSet
 from schemas.webhooks import AppointmentEventData, EventType, PatientSnapshot
 from tests.gateway.conftest import Harness
 from tests.sync.support import ClinicScreens, Sync, day_ahead, local
@@ -94,39 +90,18 @@ def test_reschedule_notes_and_cancel_in_the_emr_are_told_apart(harness: Harness)
 
 
 def test_a_no_show_is_its_own_event(harness: Harness) -> None:
-    """The emulator cannot mark `did_not_arrive`, so the detector gets the adapter's own no-show reading directly."""
+    """The clinic marks "did not arrive" in Cliniko's screens: one no-show event, and a repeat poll adds nothing."""
     sync, clinic = Sync(harness), ClinicScreens(harness)
     sync.tick()
     appointment_id = clinic.book(local(day_ahead(), 11))
     sync.tick()
     sync.new_events()
-    location = sync.location()
-
-    async def mark_no_show(store: Store, http: httpx.AsyncClient) -> None:
-        adapter = build_adapter(
-            location.emr,
-            location.settings_json,
-            await store.get_credentials(location.id),
-            http=http,
-            location_id=location.id,
-            time_zone=location.time_zone,
-        )
-        seen = await adapter.get_appointment(appointment_id)
-        missed = msgspec.structs.replace(
-            seen, status=AppointmentStatus.NOSHOW, updated_at=(seen.updated_at or datetime.now(UTC)) + timedelta(1)
-        )
-        for _ in range(2):  # the same reading twice: the second is a repeat
-            await detect(
-                store,
-                adapter,
-                location,
-                ChangeSet(patients=[], appointments=[missed], cursor=""),
-                catalog=lazy_catalog(adapter),
-                now=datetime.now(UTC),
-            )
-
-    sync.run(mark_no_show)
-    assert [e.type for e in sync.new_events()] == [NO_SHOW]
+    clinic.mark_no_show(appointment_id)
+    sync.tick()
+    events = sync.new_events()
+    assert [e.type for e in events if e.type != UPDATED] == [NO_SHOW]
+    sync.tick()
+    assert sync.new_events() == []
     clinic.close()
 
 
