@@ -19,6 +19,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from adapters import errors as ae
 from gateway.errors import GatewayError
+from gateway.logsafe import log_unexpected
 from schemas.problems import EMRDetail, ErrorCode, FieldError, Problem
 
 log = logging.getLogger("emr_gateway.errors")
@@ -163,8 +164,8 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 
 def handle_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    # The type only: an exception's text can carry patient data from a request body.
-    log.error("unhandled %s on %s", type(exc).__name__, request.scope.get("path_template", request.url.path))
+    # The stack but not the message: an exception's text can carry patient data from a request body.
+    log_unexpected(log, f"unhandled error on {request.scope.get('path_template', 'unmatched')}", exc)
     return problem_response(
         _problem(500, ErrorCode.INTERNAL_ERROR, "Internal error", request, detail="an unexpected error occurred")
     )

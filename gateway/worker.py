@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from gateway.config import GatewayConfig
+from gateway.logsafe import log_unexpected
 from gateway.storage.store import Store
 from gateway.storage.webhooks import WebhookStore
 from gateway.webhooks.delivery import deliver_batch
@@ -61,8 +62,8 @@ class Worker:
             while not stop.is_set():
                 try:
                     claimed = await deliver_batch(webhooks, http, self.config, self.worker_id)
-                except Exception:
-                    log.exception("webhook delivery batch failed")
+                except Exception as exc:
+                    log_unexpected(log, "webhook delivery batch failed", exc)
                     claimed = 0
                 if claimed == 0:
                     await self._sleep(stop, self.config.webhook_poll_interval_seconds)
@@ -75,8 +76,8 @@ class Worker:
         while not stop.is_set():
             try:
                 await tick(self.store, self.emr_http, self.config, self.worker_id)
-            except Exception:
-                log.exception("change-detection tick failed")
+            except Exception as exc:
+                log_unexpected(log, "change-detection tick failed", exc)
             await self._sleep(stop, interval)
 
     async def run(self, stop: asyncio.Event) -> None:

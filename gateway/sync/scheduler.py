@@ -21,6 +21,7 @@ from adapters.registry import get_adapter_class
 from gateway.catalog import Catalog
 from gateway.config import GatewayConfig
 from gateway.emr import AnyAdapter, build_adapter
+from gateway.logsafe import log_unexpected
 from gateway.storage import sync as db
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
@@ -121,7 +122,7 @@ async def poll_location(
         # The class name only: EMR messages may quote patient data.
         error = type(exc).__name__
         if not isinstance(exc, AdapterError):
-            log.exception("sync failed", extra={"location_id": location.id, "error": error})
+            log_unexpected(log, "sync failed", exc, location_id=location.id)
         else:
             log.warning("sync failed", extra={"location_id": location.id, "error": error, "retry_in": delay})
         await db.release(store, location.id, worker_id, next_poll_at=now + timedelta(seconds=delay), error=error)

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from adapters.emulation import Fault, FaultKind
+from gateway.logsafe import log_unexpected
 from tests.gateway.conftest import Harness
 
 
@@ -63,3 +64,20 @@ def test_no_secret_or_patient_datum_reaches_a_log(harness: Harness, caplog: pyte
     ]
     for secret in forbidden:
         assert secret not in text, f"a log line carries {secret!r}"
+
+
+def test_unexpected_errors_log_where_not_what(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug whose message quotes a patient leaves the stack in the log, never the message."""
+    log = logging.getLogger("emr_gateway.test")
+
+    def lookup(email: str) -> None:
+        raise KeyError(email)
+
+    try:
+        lookup("zeb.quack@example.org")
+    except KeyError as exc:
+        log_unexpected(log, "sync failed", exc)
+    # The stack shows source lines (code, not values) and no exception message.
+    assert "KeyError" in caplog.text
+    assert "in lookup" in caplog.text
+    assert "zeb.quack" not in caplog.text
