@@ -73,8 +73,9 @@ def test_unexpected_errors_log_where_not_what(caplog: pytest.LogCaptureFixture) 
     def lookup(email: str) -> None:
         raise KeyError(email)
 
+    patient_email = "zeb.quack@example.org"
     try:
-        lookup("zeb.quack@example.org")
+        lookup(patient_email)
     except KeyError as exc:
         log_unexpected(log, "sync failed", exc)
     # The stack shows source lines (code, not values) and no exception message.
