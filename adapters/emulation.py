@@ -289,18 +289,13 @@ class _Recorder:
                 request_body.extend(message.get("body", b""))
             return message
 
-        async def snd(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                response_headers.extend((k.decode("latin-1"), v.decode("latin-1")) for k, v in message["headers"])
-            elif message["type"] == "http.response.body":
-                response_body.extend(message.get("body", b""))
-            await send(message)
+        recorded = False
 
-        try:
-            await self.app(scope, recv, snd)
-        finally:
+        def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
             content_type = next((v for k, v in response_headers if k.lower() == "content-type"), None)
             self.traffic.record(
                 Exchange(
@@ -315,6 +310,22 @@ class _Recorder:
                     response_body=bytes(response_body),
                 )
             )
+
+        async def snd(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_headers.extend((k.decode("latin-1"), v.decode("latin-1")) for k, v in message["headers"])
+            elif message["type"] == "http.response.body":
+                response_body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    record()  # before the client can see the end of the response, so a test never reads stale traffic
+            await send(message)
+
+        try:
+            await self.app(scope, recv, snd)
+        finally:
+            record()
 
 
 class _FaultLayer:
