@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from bench import overhead
+from bench import overhead, webhooks
 
-BENCHMARKS: dict[str, Callable[[Sequence[str]], int]] = {"overhead": overhead.main}
+# Every benchmark gets the same options; webhooks ignores those only overhead knows (--full, --concurrency, …).
+BENCHMARKS: dict[str, Callable[[Sequence[str]], int]] = {"overhead": overhead.main, "webhooks": webhooks.main_shared}
 
 
 def main(argv: Sequence[str]) -> int:

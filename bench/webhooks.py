@@ -165,6 +165,7 @@ class Settings(msgspec.Struct):
     warmup_events: int
     gateway_log_level: str
     seed: int | None
+    profile_dir: str | None
 
 
 class Report(msgspec.Struct):
@@ -298,12 +299,13 @@ class Receiver:
 class GatewayProcess:
     """`python -m gateway.cli <args>` as a subprocess with its own settings, its log in a file."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path, profile: Path | None = None) -> None:
         # `serve` stops on SIGINT (as uvicorn expects); `worker` on SIGTERM, after its current batch.
         self.stop_signal = signal.SIGTERM if args[0] == "worker" else signal.SIGINT
         self.log_path = log_path
         self._log = log_path.open("wb")
-        command = [sys.executable, "-m", "gateway.cli", *args]
+        prefix = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
+        command = [*prefix, "-m", "gateway.cli", *args]
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
 
@@ -359,12 +361,22 @@ class Env(msgspec.Struct):
     info: EmulatorInfo
     process_env: dict[str, str]
     workdir: str
+    prebooked: list[str]  # booked on the emulator before the gateway's first poll
 
 
 @contextmanager
 def environment(
-    backend: str, receiver: Receiver, hook: str, overrides: dict[str, str], log_level: str, *, in_process_worker: bool
+    backend: str,
+    receiver: Receiver,
+    hook: str,
+    overrides: dict[str, str],
+    log_level: str,
+    *,
+    in_process_worker: bool,
+    prebook: int = 0,
 ) -> Iterator[Env]:
+    """`prebook` appointments exist before the first poll: cancelling one in the EMR is an `appointment.cancelled`
+    on its own, where a booking cancelled before any poll saw it would surface as that one event instead of two."""
     from gateway.crypto import generate_key
 
     master_key = generate_key()
@@ -374,6 +386,8 @@ def environment(
         gateway: GatewayProcess | None = None
         try:
             with database(backend, workdir) as database_url:
+                fx = _fixture(info, "", "")
+                prebooked = [_emr_book(fx, slot) for slot in range(1, prebook + 1)]
                 gateway_key = asyncio.run(_provision(database_url, master_key, info))
                 port = _free_port()
                 url = f"http://127.0.0.1:{port}"
@@ -381,7 +395,7 @@ def environment(
                 args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
                 gateway = GatewayProcess(args if in_process_worker else [*args, "--no-worker"], env, workdir / "gw.log")
                 gateway.wait_ready(url)
-                fx = _fixture(info, url, gateway_key)
+                fx.gateway_url, fx.gateway_key = url, gateway_key
                 answer = httpx.post(
                     f"{url}/v1/webhooks",
                     json={"url": receiver.hook_url(hook), "description": "bench"},
@@ -401,11 +415,25 @@ def environment(
                     info=info,
                     process_env=env,
                     workdir=str(workdir),
+                    prebooked=prebooked,
                 )
         finally:
             if gateway is not None:
                 gateway.stop()
             emulator.stop()
+
+
+def _emr_book(fx: Fixture, slot: int) -> str:
+    practitioner, start = _slot_start(fx, slot)
+    headers = {"authorization": fx.authorization, "user-agent": USER_AGENT, "content-type": "application/json"}
+    answer = httpx.post(
+        f"{fx.emulator_url}/v1/individual_appointments",
+        content=_direct_appointment(fx, practitioner, start),
+        headers=headers,
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return str(answer.json()["id"])
 
 
 async def _first_poll_done(env: Env) -> bool:
@@ -439,7 +467,8 @@ class Clinic:
 
     def __init__(self, env: Env, source: str) -> None:
         self.env, self.source = env, source
-        self.slot = 1  # slot 0 holds the fixture's appointment; each booking takes the next slot
+        self.slot = 1 + len(env.prebooked)  # slot 0 holds the fixture's appointment; each booking takes the next slot
+        self.cancellable = list(env.prebooked)
         if source == "emr":
             headers = {"authorization": env.fx.authorization, "user-agent": USER_AGENT}
             self.http = httpx.Client(base_url=env.fx.emulator_url, headers=headers, timeout=30)
@@ -484,7 +513,8 @@ class Clinic:
 
 def make_changes(clinic: Clinic, count: int, window: float, rng: random.Random) -> list[Change]:
     """`count` changes at uniformly random moments over `window` seconds (never phase-locked to a poll):
-    a booking, its cancellation, the next booking, …"""
+    alternately a booking and a cancellation — of a pre-booked appointment when there are some, else of the
+    booking just made."""
     offsets = sorted(rng.uniform(0.0, window) for _ in range(count))
     began = time.monotonic()
     changes: list[Change] = []
@@ -498,8 +528,9 @@ def make_changes(clinic: Clinic, count: int, window: float, rng: random.Random) 
             booked = clinic.book()
             changes.append(Change(BOOKED, booked, started, time.monotonic()))
         else:
-            clinic.cancel(booked)
-            changes.append(Change(CANCELLED, booked, started, time.monotonic()))
+            target = clinic.cancellable.pop(0) if clinic.cancellable else booked
+            clinic.cancel(target)
+            changes.append(Change(CANCELLED, target, started, time.monotonic()))
             booked = None
     return changes
 
@@ -536,7 +567,10 @@ def run_latency_case(
 ) -> list[LatencyRun]:
     rng = random.Random(settings.seed)
     results: list[LatencyRun] = []
-    with environment(backend, receiver, case.name, case.env, settings.gateway_log_level, in_process_worker=True) as env:
+    prebook = case.runs * (case.changes // 2) if case.source == "emr" else 0
+    with environment(
+        backend, receiver, case.name, case.env, settings.gateway_log_level, in_process_worker=True, prebook=prebook
+    ) as env:
         wait_first_poll(env)
         clinic = Clinic(env, case.source)
         try:
@@ -647,8 +681,14 @@ def run_throughput(backend: str, receiver: Receiver, settings: Settings, say: An
         clinic.close()
         template = asyncio.run(_template_event(env))
         for count in settings.throughput_workers:
+            profiles = Path(settings.profile_dir) if settings.profile_dir else None
             workers = [
-                GatewayProcess(["worker"], env.process_env, Path(env.workdir) / f"worker-{count}-{i}.log")
+                GatewayProcess(
+                    ["worker"],
+                    env.process_env,
+                    Path(env.workdir) / f"worker-{count}-{i}.log",
+                    profiles / f"worker-{backend}-{count}-{i}.prof" if profiles else None,
+                )
                 for i in range(count)
             ]
             try:
@@ -861,12 +901,13 @@ def parse_args(argv: Sequence[str], *, lenient: bool = False) -> argparse.Namesp
     )
     p.add_argument("--runs", type=int, help="runs per short latency case (default 3; --quick 1)")
     p.add_argument("--throughput-runs", type=int, help="runs per worker count (default 3; --quick 1)")
-    p.add_argument("--events", type=int, help="events per throughput run (default 2000; --quick 300)")
+    p.add_argument("--events", type=int, help="events per throughput run (default 600; --quick 200)")
     p.add_argument("--workers", type=int, nargs="+", help="worker counts on PostgreSQL (default 1 2)")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--seed", type=int, help="random seed for the change schedule (default: random)")
     p.add_argument("--gateway-log-level", default="INFO", help="the gateway's EGW_LOG_LEVEL (default INFO)")
+    p.add_argument("--profile-dir", help="run the throughput workers under cProfile, writing worker-*.prof there")
     p.add_argument("--out", default=str(RESULTS_DIR), help="where the JSON goes (default bench/results)")
     if lenient:  # under `python -m bench`, other benchmarks' options are theirs
         args, _ = p.parse_known_args(list(argv))
@@ -886,16 +927,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
         quick=args.quick,
         cases=[] if args.skip_latency else latency_cases(args.quick, args.runs),
         throughput_runs=0 if args.skip_throughput else (args.throughput_runs or (1 if args.quick else 3)),
-        throughput_events=args.events or (300 if args.quick else 2000),
+        throughput_events=args.events or (200 if args.quick else 600),
         warmup_events=20,
         gateway_log_level=args.gateway_log_level,
         seed=args.seed,
+        profile_dir=args.profile_dir,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     started = datetime.datetime.now(datetime.UTC)
+    load_at_start = os.getloadavg()  # other work on the host skews every figure here: record how busy it was
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -905,6 +948,8 @@ def run(args: argparse.Namespace) -> int:
         f"{settings.throughput_events} events x {settings.throughput_runs} runs, workers {settings.throughput_workers} "
         f"on {settings.throughput_backend}"
     )
+    if settings.profile_dir:
+        Path(settings.profile_dir).mkdir(parents=True, exist_ok=True)
     receiver = Receiver()
     latency_runs: list[LatencyRun] = []
     throughput_runs: list[ThroughputRun] = []
@@ -922,7 +967,7 @@ def run(args: argparse.Namespace) -> int:
         started_at=started.isoformat(timespec="seconds"),
         finished_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         settings=settings,
-        machine=machine_info(),
+        machine=machine_info() | {"load_average_at_start": load_at_start},
         latency_runs=latency_runs,
         latency=latency,
         throughput_runs=throughput_runs,

@@ -21,6 +21,7 @@ from gateway.config import GatewayConfig
 from gateway.logsafe import log_unexpected
 from gateway.storage.store import Store
 from gateway.storage.webhooks import WebhookStore
+from gateway.webhooks import wakeup
 from gateway.webhooks.delivery import deliver_batch
 
 log = logging.getLogger("emr_gateway.worker")
@@ -66,7 +67,7 @@ class Worker:
                     log_unexpected(log, "webhook delivery batch failed", exc)
                     claimed = 0
                 if claimed == 0:
-                    await self._sleep(stop, self.config.webhook_poll_interval_seconds)
+                    await wakeup.wait(stop, self.config.webhook_poll_interval_seconds)
 
     async def _scheduler(self, stop: asyncio.Event) -> None:
         tick = _scheduler_tick()
@@ -75,7 +76,8 @@ class Worker:
         interval = float(getattr(self.config, "sync_tick_seconds", self.config.webhook_poll_interval_seconds))
         while not stop.is_set():
             try:
-                await tick(self.store, self.emr_http, self.config, self.worker_id)
+                if await tick(self.store, self.emr_http, self.config, self.worker_id):
+                    wakeup.notify()  # what the poll published goes out now, not at the delivery loop's next look
             except Exception as exc:
                 log_unexpected(log, "change-detection tick failed", exc)
             await self._sleep(stop, interval)

@@ -15,6 +15,7 @@ from gateway.runtime import Runtime
 from gateway.storage.records import LocationRecord
 from gateway.sync.detector import detect
 from gateway.times import now_utc
+from gateway.webhooks import wakeup
 from schemas.appointments import Appointment
 from schemas.changes import ChangeSet
 from schemas.webhooks import EventType
@@ -41,6 +42,7 @@ async def notify_gateway_write(
             now=now_utc(),
             hints={appointment.id: kind},
         )
+        wakeup.notify()  # committed: an in-process worker sends it now, not at its next poll
     except Exception as exc:  # the write succeeded; the next poll will publish what this could not
         log.warning(
             "immediate webhook event failed; the next poll will emit it",

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.storage.ids import new_id
 from gateway.storage.store import Store
 from gateway.storage.tables import deliveries, events, webhook_endpoints
+from gateway.webhooks import wakeup
 from schemas.webhooks import (
     AppointmentEventData,
     EndpointDisabledData,
@@ -111,4 +112,6 @@ async def publish(conn: AsyncConnection, event: WebhookEvent) -> int:
 async def publish_now(store: Store, event: WebhookEvent) -> int:
     """For callers with no transaction of their own (changes made through the gateway itself)."""
     async with store.write() as conn:
-        return await publish(conn, event)
+        queued = await publish(conn, event)
+    wakeup.notify()
+    return queued
