@@ -25,7 +25,7 @@ from gateway.routes.availability import AvailabilityController
 from gateway.routes.catalog import CatalogController
 from gateway.routes.clinicsync import clinicsync_handlers
 from gateway.routes.ghl import GhlMarketplaceController, GhlTokenWorkflowController, GhlWorkflowController
-from gateway.routes.health import healthz, metrics, readyz
+from gateway.routes.health import healthz, location_health, metrics, readyz
 from gateway.routes.patients import PatientsController
 from gateway.routes.voice import voice_handlers
 from gateway.routes.webhooks import WebhooksController
@@ -86,7 +86,15 @@ def create_app(
     api_routes.append(WebhooksController)
     api_routes += [GhlWorkflowController, GhlTokenWorkflowController, GhlMarketplaceController]
     return Litestar(
-        route_handlers=[*api_routes, *clinicsync_handlers(), *voice_handlers(), healthz, readyz, metrics],
+        route_handlers=[
+            *api_routes,
+            *clinicsync_handlers(),
+            *voice_handlers(),
+            healthz,
+            readyz,
+            metrics,
+            location_health,
+        ],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],

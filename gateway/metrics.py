@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -15,6 +15,12 @@ class Metrics:
             "egw_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry
         )
         self.emr_errors = Counter("egw_emr_errors", "EMR errors by kind", ["emr", "kind"], registry=self.registry)
+        self.location_emr_up = Gauge(
+            "egw_location_emr_up",
+            "1 when the location's last EMR check succeeded, 0 when it failed (e.g. an expired session)",
+            ["location_id", "emr"],
+            registry=self.registry,
+        )
         self.idempotent_replays = Counter(
             "egw_idempotent_replays", "Responses replayed for a repeated Idempotency-Key", registry=self.registry
         )

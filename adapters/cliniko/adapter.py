@@ -497,9 +497,9 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
         return [mapping.location_of(await self._get_business())]
 
     async def check(self) -> None:
-        """Reads this location's business: proves the key, the shard and `business_id` together."""
+        """Reads this location's business afresh (never the cached copy): proves the key, shard and `business_id`."""
         try:
-            await self._get_business()
+            self._business = await self.client.get(f"businesses/{self.business_id}", wire.Business)
         except NotFound:
             raise NotFound(
                 f"Cliniko has no business {self.business_id} in this account: check the location's business_id"

@@ -99,7 +99,7 @@ async def _book(scope: LocationScope, intent: BookIntent) -> Outcome:
         linked = await store.find_link(scope.location_id, LINK_SOURCE, intent.external_id)
         if linked is not None:
             try:
-                existing = await scope.adapter.get_appointment(linked)
+                existing = await scope.get_appointment(linked)
             except NotFound:
                 existing = None
             if existing is not None and existing.status is AppointmentStatus.BOOKED and existing.start == start:
@@ -191,7 +191,7 @@ async def _reschedule(scope: LocationScope, intent: RescheduleIntent) -> Outcome
     practitioner_id = resolve_practitioner(catalog, intent.practitioner).id if intent.practitioner else None
     appointment_id = await appointment_id_of(scope, intent.target)
     command = RescheduleCommand(appointment_id=appointment_id, start=start, end=end, practitioner_id=practitioner_id)
-    moved = await scope.adapter.reschedule(command)
+    moved = await scope.reschedule(command)
     ref = intent.target.ref
     if ref is not None and ref != appointment_id and moved.id != appointment_id:
         # EMRs that replace the appointment on a move (Jane) get a new id: the external id follows it.
@@ -204,7 +204,7 @@ async def _cancel(scope: LocationScope, intent: CancelIntent) -> Outcome:
     command = CancelCommand(
         appointment_id=await appointment_id_of(scope, intent.target), reason=intent.reason, note=intent.note
     )
-    return Outcome(time_zone=scope.time_zone, catalog=catalog, appointment=await scope.adapter.cancel(command))
+    return Outcome(time_zone=scope.time_zone, catalog=catalog, appointment=await scope.cancel(command))
 
 
 def _practitioners(catalog: Catalog, intent: AvailabilityIntent, service: Service) -> list[Practitioner]:

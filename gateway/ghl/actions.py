@@ -69,7 +69,7 @@ async def book(request: Request[Any, Any, State], scope: LocationScope, req: Boo
     async def work() -> Response[Any]:
         existing = await store.find_link(scope.location_id, SOURCE, req.ghl_id)
         if existing is not None:
-            current = await scope.adapter.get_appointment(existing)
+            current = await scope.get_appointment(existing)
             if current.status != AppointmentStatus.CANCELLED:
                 return Response(current, status_code=200)  # booked before (beyond the replay window): never twice
         data = BookAppointment(
@@ -122,12 +122,12 @@ async def reschedule(
         practitioner_id = None
         if practitioner is not None:
             practitioner_id = resolve_practitioner(await scope.catalog(), practitioner, "customData").id
-        current = await scope.adapter.get_appointment(emr_id)
+        current = await scope.get_appointment(emr_id)
         unchanged = current.start == start and (end is None or current.end == end)
         if unchanged and practitioner_id in (None, current.practitioner_id):
             return Response(current, status_code=200)
         command = RescheduleCommand(appointment_id=emr_id, start=start, end=end, practitioner_id=practitioner_id)
-        moved = await scope.adapter.reschedule(command)
+        moved = await scope.reschedule(command)
         if moved.id != emr_id:  # an EMR that reschedules by rebooking: follow the new id
             await store.link_appointment(scope.location_id, SOURCE, ghl_id, moved.id)
         return Response(moved, status_code=200)
@@ -160,11 +160,11 @@ async def cancel(
     emr_id = await linked_emr_id(scope, ghl_id)
 
     async def work() -> Response[Any]:
-        current = await scope.adapter.get_appointment(emr_id)
+        current = await scope.get_appointment(emr_id)
         if current.status == AppointmentStatus.CANCELLED:
             return Response(current, status_code=200)
         return Response(
-            await scope.adapter.cancel(CancelCommand(appointment_id=emr_id, reason=reason)), status_code=200
+            await scope.cancel(CancelCommand(appointment_id=emr_id, reason=reason)), status_code=200
         )
 
     intent = Intent(action="cancel", ghl_id=ghl_id)

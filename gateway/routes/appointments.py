@@ -90,7 +90,7 @@ class AppointmentsController(Controller):
         self, request: Request[Any, Any, State], principal: NamedDependency[Principal], appointment_id: FromPath[str]
     ) -> Appointment:
         scope = await scope_for(runtime_of(request.app.state), principal)
-        return await scope.adapter.get_appointment(appointment_id)
+        return await scope.get_appointment(appointment_id)
 
     @patch("/{appointment_id:str}", responses=PROBLEMS, summary="Reschedule an appointment or change its notes")
     async def reschedule(
@@ -120,7 +120,7 @@ class AppointmentsController(Controller):
             command = RescheduleCommand(
                 appointment_id=appointment_id, start=start, end=end, practitioner_id=practitioner_id, notes=data.notes
             )
-            moved = await scope.adapter.reschedule(command)
+            moved = await scope.reschedule(command)
             await notify_gateway_write(runtime, principal.location, moved, EventType.APPOINTMENT_RESCHEDULED)
             return Response(moved, status_code=200)
 
@@ -140,7 +140,7 @@ class AppointmentsController(Controller):
 
         async def action() -> Response[Any]:
             command = CancelCommand(appointment_id=appointment_id, reason=data.reason, note=data.note)
-            cancelled = await scope.adapter.cancel(command)
+            cancelled = await scope.cancel(command)
             await notify_gateway_write(runtime, principal.location, cancelled, EventType.APPOINTMENT_CANCELLED)
             return Response(cancelled, status_code=200)
 

@@ -7,6 +7,9 @@ import msgspec
 from gateway.catalog import Catalog
 from gateway.emr import AnyAdapter
 from gateway.runtime import Principal, Runtime
+from gateway.storage import aliases
+from schemas.appointments import Appointment
+from schemas.commands import CancelCommand, RescheduleCommand
 
 
 class LocationScope:
@@ -27,6 +30,28 @@ class LocationScope:
 
     async def catalog(self) -> Catalog:
         return await self.runtime.catalogs.get(self.location_id, self.adapter)
+
+    # Every entry point (REST, GoHighLevel, ClinicSync, voice) reads and writes appointments through these three, so
+    # an id an EMR replaced on reschedule keeps working everywhere and the replacement is recorded once.
+
+    async def current_id(self, appointment_id: str) -> str:
+        return await aliases.resolve(self.runtime.store, self.location_id, appointment_id)
+
+    async def get_appointment(self, appointment_id: str) -> Appointment:
+        return await self.adapter.get_appointment(await self.current_id(appointment_id))
+
+    async def reschedule(self, command: RescheduleCommand) -> Appointment:
+        current = await self.current_id(command.appointment_id)
+        moved = await self.adapter.reschedule(msgspec.structs.replace(command, appointment_id=current))
+        if moved.id != current:
+            await aliases.record(self.runtime.store, self.location_id, current, moved.id)
+            if moved.replaces_id is None:
+                moved = msgspec.structs.replace(moved, replaces_id=current)
+        return moved
+
+    async def cancel(self, command: CancelCommand) -> Appointment:
+        current = await self.current_id(command.appointment_id)
+        return await self.adapter.cancel(msgspec.structs.replace(command, appointment_id=current))
 
 
 async def scope_for(runtime: Runtime, principal: Principal) -> LocationScope:

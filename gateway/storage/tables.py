@@ -251,3 +251,17 @@ ghl_tokens = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
 )
+
+# -- Appointment aliases (migration 0005) --
+# An EMR that gives a rescheduled appointment a new id (Nookal's cancel + book): the old id keeps resolving to the
+# current one, so a caller holding it can still get and cancel the appointment.
+appointment_aliases = Table(
+    "appointment_aliases",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("old_id", String(200), nullable=False),
+    Column("new_id", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("location_id", "old_id"),
+    Index("ix_appointment_aliases_new_id", "location_id", "new_id"),
+)

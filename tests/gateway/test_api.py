@@ -298,3 +298,17 @@ def test_oversized_body_is_refused_before_it_reaches_the_emr(harness: Harness) -
     assert r.status_code == 413
     assert r.json()["code"] == "payload_too_large"
     assert active_appointments(harness) == 0
+
+
+def test_location_health_shows_a_refused_emr_credential(harness: Harness) -> None:
+    with harness.client() as c:
+        ok = c.get("/v1/health")
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["status"] == "ok"
+        assert ok.json()["emr"] == "cliniko"
+    # The clinic's Cliniko key is revoked: the operator sees it on the health route, with the reason.
+    harness.emulator.api_key = "revoked-" + harness.emulator.api_key
+    with harness.client() as c:
+        bad = c.get("/v1/health", params={"fresh": "true"}).json()
+    assert bad["status"] == "emr_auth_failed"
+    assert bad["detail"]

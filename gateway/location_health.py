@@ -1,0 +1,56 @@
+"""Whether a location's EMR connection works, so an operator hears of an expired session before a patient does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from adapters import errors as ae
+from gateway.runtime import Runtime
+from gateway.storage import sync as sync_db
+from gateway.storage.records import LocationRecord
+from gateway.times import now_utc
+from schemas.health import EMRStatus, LocationHealth, SyncHealth
+
+CHECK_TTL_SECONDS = 30.0
+
+_cache: dict[str, tuple[float, LocationHealth]] = {}
+_locks: dict[str, asyncio.Lock] = {}
+
+
+async def check_location(runtime: Runtime, location: LocationRecord, *, fresh: bool = False) -> LocationHealth:
+    """Runs the adapter's cheap `check()` at most every 30 s per location (the EMR's rate budget is the clinic's)."""
+    hit = _cache.get(location.id)
+    if hit and not fresh and time.monotonic() - hit[0] < CHECK_TTL_SECONDS:
+        return hit[1]
+    async with _locks.setdefault(location.id, asyncio.Lock()):
+        hit = _cache.get(location.id)
+        if hit and not fresh and time.monotonic() - hit[0] < CHECK_TTL_SECONDS:
+            return hit[1]
+        status, detail = EMRStatus.OK, None
+        try:
+            adapter = await runtime.adapters.get(location)
+            await adapter.check()
+        except ae.AuthFailed as exc:
+            status, detail = EMRStatus.EMR_AUTH_FAILED, exc.message
+        except (ae.Unavailable, ae.Timeout, ae.RateLimited) as exc:
+            status, detail = EMRStatus.EMR_UNAVAILABLE, exc.message
+        except ae.AdapterError as exc:
+            status, detail = EMRStatus.EMR_ERROR, exc.message
+        state = await sync_db.get_state(runtime.store, location.id)
+        sync = (
+            SyncHealth(
+                last_poll_at=state.last_poll_at,
+                next_poll_at=state.next_poll_at,
+                last_error=state.last_error,
+                consecutive_failures=state.consecutive_failures,
+            )
+            if state
+            else None
+        )
+        health = LocationHealth(
+            location_id=location.id, emr=location.emr, status=status, checked_at=now_utc(), detail=detail, sync=sync
+        )
+        runtime.metrics.location_emr_up.labels(location.id, location.emr).set(1 if status is EMRStatus.OK else 0)
+        _cache[location.id] = (time.monotonic(), health)
+        return health
