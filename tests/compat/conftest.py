@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 import httpx
@@ -9,17 +10,17 @@ import pytest
 
 from adapters.cliniko.emulator import ClinikoEmulator
 from adapters.emulators import EMULATORS
-from tests.gateway.conftest import Harness, harness  # noqa: F401 - re-exported fixture
+from gateway.crypto import Keyring
+from tests.gateway.conftest import Harness, harness, running_harness  # noqa: F401 - re-exported fixture
 
-# Every EMR with an emulator; the shared harness drives Cliniko today, others are skipped until it can run them.
+# Every EMR with an emulator: the documented bodies replay against each of them.
 EMRS = sorted(EMULATORS)
 
 
 @pytest.fixture(params=EMRS)
-def emr_harness(request: pytest.FixtureRequest, harness: Harness) -> Harness:  # noqa: F811
-    if request.param != harness.emulator.slug:
-        pytest.skip(f"the gateway harness runs {harness.emulator.slug} only; add {request.param} to it")
-    return harness
+def emr_harness(request: pytest.FixtureRequest, database_url: str, keyring: Keyring) -> Iterator[Harness]:
+    with running_harness(request.param, database_url, keyring) as h:
+        yield h
 
 
 def emulator_appointment(h: Harness, client: httpx.Client, appointment_id: str) -> tuple[datetime, bool]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -11,8 +12,8 @@ import httpx
 import msgspec
 import pytest
 
-from adapters.cliniko.emulator import ClinikoEmulator
-from adapters.emulation import EmulatorSeed, SeedBusiness, ServerThread, default_seed
+from adapters.emulation import Emulator, EmulatorSeed, SeedBusiness, ServerThread, default_seed
+from adapters.emulators import EMULATORS
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.crypto import Keyring
@@ -51,7 +52,7 @@ class Harness:
         self,
         base_url: str,
         sites: list[Site],
-        emulator: ClinikoEmulator,
+        emulator: Emulator,
         emulator_url: str,
         database_url: str,
         keyring: Keyring,
@@ -78,15 +79,18 @@ def two_business_seed() -> EmulatorSeed:
 
 
 async def _provision(
-    database_url: str, keyring: Keyring, emulator: ClinikoEmulator, emulator_url: str, businesses: int, time_zone: str
+    database_url: str, keyring: Keyring, emulator: Emulator, emulator_url: str, businesses: int, time_zone: str
 ) -> list[Site]:
     store = await Store.open(database_url, keyring)
     try:
         sites = []
         for index in range(businesses):
-            settings, credentials = emulator.location_config(emulator_url, business_index=index)
+            try:
+                settings, credentials = emulator.location_config(emulator_url, business_index=index)
+            except IndexError:
+                break  # an emulator that seeds one clinic only
             loc = await store.create_location(
-                emr="cliniko",
+                emr=emulator.slug,
                 name=f"Site {index}",
                 settings_json=settings,
                 credentials_json=credentials,
@@ -99,23 +103,40 @@ async def _provision(
         await store.close()
 
 
-@pytest.fixture
-def harness(database_url: str, keyring: Keyring, request: pytest.FixtureRequest) -> Iterator[Harness]:
-    """`@pytest.mark.gateway_config(field=value)` overrides the gateway's config for one test."""
-    marker = request.node.get_closest_marker("gateway_config")
-    overrides = marker.kwargs if marker else {}
+@contextlib.contextmanager
+def running_harness(
+    slug: str, database_url: str, keyring: Keyring, overrides: dict[str, Any] | None = None
+) -> Iterator[Harness]:
+    """A live gateway in front of the `slug` EMR's emulator (two clinics of one account where it can seed two)."""
     seed = two_business_seed()
-    emulator = ClinikoEmulator(seed)
+    emulator = EMULATORS[slug](seed)
     emulator_thread = ServerThread(emulator.app())
     emulator_url = emulator_thread.start()
-    sites = run_sync(_provision(database_url, keyring, emulator, emulator_url, len(seed.businesses), seed.time_zone))
-    config = GatewayConfig(
-        **{"database_url": database_url, "emr_timeout_seconds": 2.0, "rate_limit_per_minute": 100_000, **overrides}
-    )
-    gateway_thread = ServerThread(create_app(config, keyring))
-    base_url = gateway_thread.start()
     try:
-        yield Harness(base_url, sites, emulator, emulator_url, database_url, keyring)
+        sites = run_sync(
+            _provision(database_url, keyring, emulator, emulator_url, len(seed.businesses), seed.time_zone)
+        )
+        config = GatewayConfig(
+            **{
+                "database_url": database_url,
+                "emr_timeout_seconds": 2.0,
+                "rate_limit_per_minute": 100_000,
+                **(overrides or {}),
+            }
+        )
+        gateway_thread = ServerThread(create_app(config, keyring))
+        base_url = gateway_thread.start()
+        try:
+            yield Harness(base_url, sites, emulator, emulator_url, database_url, keyring)
+        finally:
+            gateway_thread.stop()
     finally:
-        gateway_thread.stop()
         emulator_thread.stop()
+
+
+@pytest.fixture
+def harness(database_url: str, keyring: Keyring, request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """Cliniko. `@pytest.mark.gateway_config(field=value)` overrides the gateway's config for one test."""
+    marker = request.node.get_closest_marker("gateway_config")
+    with running_harness("cliniko", database_url, keyring, marker.kwargs if marker else None) as h:
+        yield h
