@@ -41,6 +41,7 @@ class Capability(enum.StrEnum):
     CHANGES_SINCE = "changes_since"
     RECONCILES_TIMED_OUT_CREATE = "reconciles_timed_out_create"
     REJECTS_DOUBLE_BOOKING = "rejects_double_booking"
+    CUSTOM_DURATION = "custom_duration"  # an appointment may be longer or shorter than its service's length
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

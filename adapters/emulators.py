@@ -6,7 +6,15 @@ from collections.abc import Callable
 
 from adapters.cliniko.emulator import ClinikoEmulator
 from adapters.emulation import Emulator, EmulatorSeed
+from adapters.jane.emulator import JaneEmulator
+from adapters.nookal.emulator import NookalEmulator
+from adapters.practicebetter.emulator import PracticeBetterEmulator
+from adapters.simplepractice.emulator import SimplePracticeEmulator
 
 EMULATORS: dict[str, Callable[[EmulatorSeed], Emulator]] = {
     ClinikoEmulator.slug: ClinikoEmulator,
+    JaneEmulator.slug: JaneEmulator,
+    NookalEmulator.slug: NookalEmulator,
+    PracticeBetterEmulator.slug: PracticeBetterEmulator,
+    SimplePracticeEmulator.slug: SimplePracticeEmulator,
 }

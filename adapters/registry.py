@@ -6,11 +6,19 @@ from importlib.metadata import entry_points
 
 from adapters.base import EMRAdapter
 from adapters.cliniko.adapter import ClinikoAdapter
+from adapters.jane.adapter import JaneAdapter
+from adapters.nookal.adapter import NookalAdapter
+from adapters.practicebetter.adapter import PracticeBetterAdapter
+from adapters.simplepractice.adapter import SimplePracticeAdapter
 
 AdapterClass = type[EMRAdapter]  # type: ignore[type-arg]
 
 BUILTIN: dict[str, AdapterClass] = {
     ClinikoAdapter.slug: ClinikoAdapter,
+    JaneAdapter.slug: JaneAdapter,
+    NookalAdapter.slug: NookalAdapter,
+    PracticeBetterAdapter.slug: PracticeBetterAdapter,
+    SimplePracticeAdapter.slug: SimplePracticeAdapter,
 }
 
 

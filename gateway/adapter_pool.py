@@ -37,6 +37,7 @@ class AdapterPool:
                 http=self.http,
                 location_id=location.id,
                 time_zone=location.time_zone,
+                store=self.store,
             )
             self._cache[location.id] = (now, adapter)
             return adapter

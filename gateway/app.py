@@ -27,6 +27,7 @@ from gateway.routes.clinicsync import clinicsync_handlers
 from gateway.routes.ghl import GhlMarketplaceController, GhlTokenWorkflowController, GhlWorkflowController
 from gateway.routes.health import healthz, location_health, metrics, readyz
 from gateway.routes.patients import PatientsController
+from gateway.routes.practicebetter_webhooks import PracticeBetterWebhooksController
 from gateway.routes.voice import voice_handlers
 from gateway.routes.webhooks import WebhooksController
 from gateway.runtime import Runtime
@@ -85,6 +86,7 @@ def create_app(
     api_routes = [AppointmentsController, AvailabilityController, CatalogController, PatientsController]
     api_routes.append(WebhooksController)
     api_routes += [GhlWorkflowController, GhlTokenWorkflowController, GhlMarketplaceController]
+    api_routes.append(PracticeBetterWebhooksController)
     return Litestar(
         route_handlers=[
             *api_routes,

@@ -9,6 +9,8 @@ import msgspec
 
 from adapters.base import AdapterContext, EMRAdapter
 from adapters.registry import get_adapter_class
+from gateway.storage import pb_client_index
+from gateway.storage.store import Store
 
 AnyAdapter: TypeAlias = EMRAdapter[Any, Any]
 
@@ -39,7 +41,13 @@ def build_adapter(
     http: httpx.AsyncClient,
     location_id: str,
     time_zone: str,
+    store: Store | None = None,
 ) -> AnyAdapter:
+    """With `store`, adapters that keep per-location state (Practice Better's client index) get the shared,
+    storage-backed kind instead of their in-memory default."""
     cls = get_adapter_class(emr)
     settings, credentials = decode_settings(emr, settings_json, credentials_json)
-    return cls(settings, credentials, http, AdapterContext(location_id=location_id, time_zone=time_zone))
+    adapter = cls(settings, credentials, http, AdapterContext(location_id=location_id, time_zone=time_zone))
+    if store is not None:
+        pb_client_index.attach(adapter, store, location_id)
+    return adapter

@@ -18,7 +18,7 @@ import httpx
 
 from adapters.base import AdapterContext, Capability, EMRAdapter
 from adapters.cliniko import mapping, wire
-from adapters.cliniko.client import AmbiguousWrite, ClinikoClient, Params
+from adapters.cliniko.client import ClinikoClient, Params
 from adapters.cliniko.settings import ClinikoCredentials, ClinikoSettings, shard_of
 from adapters.errors import (
     AdapterError,
@@ -27,10 +27,10 @@ from adapters.errors import (
     OutcomeUnknown,
     Rejected,
     SlotUnavailable,
-    Unavailable,
     Unsupported,
 )
 from adapters.http import DEFAULT_RETRY, RetryPolicy
+from adapters.reconcile import AmbiguousWrite, reconciled, unknown
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.availability import Slot
 from schemas.catalog import Location, Practitioner, Service
@@ -58,6 +58,9 @@ def _q(field: str, op: str, value: str) -> tuple[str, str]:
     return ("q[]", f"{field}:{op}{value}")
 
 
+EMR_NAME = "Cliniko"
+
+
 class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
     """Cliniko REST v1.
 
@@ -77,6 +80,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
     default_poll_seconds: ClassVar[int] = 60
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
+            Capability.CUSTOM_DURATION,
             Capability.BOOK,
             Capability.GET_APPOINTMENT,
             Capability.RESCHEDULE,
@@ -204,46 +208,13 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
         return conflicts.conflicts.exist
 
     async def _reconciled(
-        self,
-        write: Callable[[], Awaitable[T]],
-        landed: Callable[[], Awaitable[T | None]],
-        what: str,
+        self, write: Callable[[], Awaitable[T]], landed: Callable[[], Awaitable[T | None]], what: str
     ) -> T:
-        """Send a write; if its outcome is unclear, ask Cliniko whether it landed before sending it (once) again.
-
-        `landed` returns the result if the write is visible, None if Cliniko confirms it is not. If that question
-        itself cannot be answered the outcome is unknown and the caller gets an operation id to quote.
-        """
-        for _attempt in range(2):
-            try:
-                return await write()
-            except AmbiguousWrite as exc:
-                cause = exc.cause
-            except Unavailable as exc:
-                if exc.emr_status is None or exc.emr_status < 500:
-                    raise  # nothing was sent
-                # A 5xx to a write may still have applied it: look, but do not try again.
-                try:
-                    result = await landed()
-                except AdapterError:
-                    raise self._unknown(what, f"Cliniko answered {exc.emr_status}") from None
-                if result is not None:
-                    return result
-                raise
-            try:
-                result = await landed()
-            except AdapterError:
-                raise self._unknown(what, cause) from None
-            if result is not None:
-                return result
-        raise Unavailable(f"Cliniko did not answer the {what} twice ({cause}); checked, nothing was written")
+        return await reconciled(write, landed, what=what, emr=EMR_NAME)
 
     @staticmethod
     def _unknown(what: str, cause: str) -> OutcomeUnknown:
-        return OutcomeUnknown(
-            f"the {what} was sent to Cliniko but no answer came back ({cause}) and checking failed",
-            operation_id=str(uuid.uuid4()),
-        )
+        return unknown(EMR_NAME, what, cause)
 
     # ------------------------------------------------------------------------------------------------ appointments
 

@@ -27,6 +27,7 @@ from adapters.errors import (
 )
 from adapters.http import DEFAULT_RETRY, RetryPolicy, error_fields, is_json, is_unsent, safe_message, send_read
 from adapters.http import transport_error as map_transport_error
+from adapters.reconcile import AmbiguousWrite
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -48,15 +49,6 @@ REFERENCE_FIELDS = {
     "business": "business_id",
     "business_id": "business_id",
 }
-
-
-class AmbiguousWrite(Exception):
-    """A write may have been applied by Cliniko but no usable answer came back; reconcile before retrying."""
-
-    def __init__(self, cause: str, *, emr_status: int | None = None) -> None:
-        super().__init__(cause)
-        self.cause = cause
-        self.emr_status = emr_status
 
 
 def retry_after_of(response: httpx.Response, now: float | None = None) -> int:

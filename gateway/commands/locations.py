@@ -1,4 +1,4 @@
-"""`emr-gateway locations add|list`: register a clinic site with its EMR settings and (encrypted) credentials."""
+"""`emr-gateway locations add|list|set-credentials`: a clinic site, its EMR settings and (encrypted) credentials."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ CHECK_TIMEOUT_SECONDS = 30.0
 
 def register(sub: Subparsers) -> None:
     parser = sub.add_parser("locations", help="add or list locations")
-    actions = parser.add_subparsers(dest="locations_action", metavar="{add,list}", required=True)
+    actions = parser.add_subparsers(dest="locations_action", metavar="{add,list,set-credentials}", required=True)
 
     add = actions.add_parser("add", help="add a location (credentials from a file or stdin)")
     add.add_argument("--emr", required=True, help="EMR slug, e.g. cliniko")
@@ -39,6 +39,17 @@ def register(sub: Subparsers) -> None:
     add.add_argument("--no-check", action="store_true", help="do not call the EMR to prove the credentials work")
     add_json_flag(add)
     add.set_defaults(handler=run_add)
+
+    renew = actions.add_parser(
+        "set-credentials", help="replace a location's credentials, e.g. a renewed Jane or SimplePractice session"
+    )
+    renew.add_argument("location", metavar="LOCATION")
+    renew.add_argument(
+        "--credentials-file", required=True, metavar="PATH", help="JSON credentials file, or - to read stdin"
+    )
+    renew.add_argument("--no-check", action="store_true", help="do not call the EMR to prove the credentials work")
+    add_json_flag(renew)
+    renew.set_defaults(handler=run_set_credentials)
 
     listing = actions.add_parser("list", help="list locations (never credentials)")
     add_json_flag(listing)
@@ -126,4 +137,32 @@ def run_list(args: argparse.Namespace) -> int:
     views = asyncio.run(_list())
     human = "\n".join(f"{v.id}  {v.emr}  {v.name}  ({v.time_zone})" for v in views) or "no locations"
     emit(args, views, human)
+    return 0
+
+
+async def _set_credentials(args: argparse.Namespace) -> LocationView:
+    from gateway.emr import ConfigError, decode_settings
+
+    credentials = read_secret_file(args.credentials_file, "credentials")
+    store = await open_store(database_url(), load_keyring())
+    try:
+        record = await store.get_location(args.location)
+        if record is None:
+            raise CommandError(f"no location {args.location}", 2)
+        try:
+            decode_settings(record.emr, record.settings_json, credentials)
+        except ConfigError as exc:
+            raise CommandError(f"invalid {exc}", 2) from None
+        if not args.no_check:
+            await _check(record.emr, record.settings_json, credentials, record.time_zone)
+        await store.set_credentials(record.id, credentials)
+        await store.audit(location_id=record.id, actor=actor(), action="location.credentials", target=record.id)
+    finally:
+        await store.close()
+    return LocationView.of(record)
+
+
+def run_set_credentials(args: argparse.Namespace) -> int:
+    view = asyncio.run(_set_credentials(args))
+    emit(args, view, f"{view.id}  credentials replaced (running gateways pick them up within 30 s)")
     return 0

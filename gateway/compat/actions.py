@@ -105,7 +105,7 @@ async def _book(scope: LocationScope, intent: BookIntent) -> Outcome:
             if existing is not None and existing.status is AppointmentStatus.BOOKED and existing.start == start:
                 # A retried webhook: the appointment it asked for is already there.
                 return Outcome(time_zone=scope.time_zone, catalog=catalog, appointment=existing, replayed=True)
-    appointment = await book_in(scope, booking)
+    appointment = await book_in(scope, booking, end_is_hint=True)
     if intent.external_id is not None:
         await store.link_appointment(scope.location_id, LINK_SOURCE, intent.external_id, appointment.id)
     return Outcome(time_zone=scope.time_zone, catalog=catalog, appointment=appointment)
@@ -191,7 +191,7 @@ async def _reschedule(scope: LocationScope, intent: RescheduleIntent) -> Outcome
     practitioner_id = resolve_practitioner(catalog, intent.practitioner).id if intent.practitioner else None
     appointment_id = await appointment_id_of(scope, intent.target)
     command = RescheduleCommand(appointment_id=appointment_id, start=start, end=end, practitioner_id=practitioner_id)
-    moved = await scope.reschedule(command)
+    moved = await scope.reschedule(command, end_is_hint=True)
     ref = intent.target.ref
     if ref is not None and ref != appointment_id and moved.id != appointment_id:
         # EMRs that replace the appointment on a move (Jane) get a new id: the external id follows it.

@@ -81,7 +81,7 @@ async def book(request: Request[Any, Any, State], scope: LocationScope, req: Boo
             time_zone=req.time_zone,
             notes=(req.notes or None) and req.notes[:NOTES_MAX],
         )
-        appointment = await book_in(scope, data)
+        appointment = await book_in(scope, data, end_is_hint=True)
         await store.link_appointment(scope.location_id, SOURCE, req.ghl_id, appointment.id)
         return Response(appointment, status_code=201)
 
@@ -127,7 +127,7 @@ async def reschedule(
         if unchanged and practitioner_id in (None, current.practitioner_id):
             return Response(current, status_code=200)
         command = RescheduleCommand(appointment_id=emr_id, start=start, end=end, practitioner_id=practitioner_id)
-        moved = await scope.reschedule(command)
+        moved = await scope.reschedule(command, end_is_hint=True)
         if moved.id != emr_id:  # an EMR that reschedules by rebooking: follow the new id
             await store.link_appointment(scope.location_id, SOURCE, ghl_id, moved.id)
         return Response(moved, status_code=200)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, patch, post
@@ -9,6 +10,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
+from adapters.base import Capability
 from gateway.auth import runtime_of
 from gateway.errors import ValidationFailed
 from gateway.idempotency import run_idempotent
@@ -36,8 +38,12 @@ IdemHeader = HeaderParameter(
 )
 
 
-async def book_in(scope: LocationScope, data: BookAppointment) -> Appointment:
-    """Resolve every reference once, then hand the adapter ids and instants only."""
+async def book_in(scope: LocationScope, data: BookAppointment, *, end_is_hint: bool = False) -> Appointment:
+    """Resolve every reference once, then hand the adapter ids and instants only.
+
+    `end_is_hint`: the end came from a calendar slot (GoHighLevel, ClinicSync), not from a caller choosing a length;
+    an EMR that fixes the length by service (no CUSTOM_DURATION) then books the service's length instead of refusing.
+    """
     tz = data.time_zone or scope.time_zone
     zone(tz)
     start = to_instant(data.start, tz, field="start")
@@ -47,6 +53,14 @@ async def book_in(scope: LocationScope, data: BookAppointment) -> Appointment:
     catalog = await scope.catalog()
     practitioner = resolve_practitioner(catalog, data.practitioner)
     service = resolve_service(catalog, data.service)
+    if end is not None and not scope.adapter.supports(Capability.CUSTOM_DURATION):
+        if end - start != timedelta(minutes=service.duration_minutes) and not end_is_hint:
+            raise ValidationFailed(
+                f"{scope.adapter.display_name} sets an appointment's length from its service "
+                f"({service.duration_minutes} min): omit end",
+                errors=[FieldError(field="end", message="this EMR books the service's length")],
+            )
+        end = None  # the EMR derives it; the answer carries the real end
     patient, _ = await lookup_or_create_patient(scope.adapter, data.patient, scope.time_zone)
     command = BookCommand(
         patient_id=patient.id,

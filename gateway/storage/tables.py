@@ -265,3 +265,29 @@ appointment_aliases = Table(
     PrimaryKeyConstraint("location_id", "old_id"),
     Index("ix_appointment_aliases_new_id", "location_id", "new_id"),
 )
+
+# -- Practice Better client index (migration 0006) --
+# Practice Better cannot filter client records by e-mail: the adapter pages them (incrementally, `modified_gte`)
+# into this index. Only SHA-256 digests of the normalized e-mail, name and phone are stored, never the values.
+pb_client_index = Table(
+    "pb_client_index",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Column("email_sha256", String(64), nullable=True),
+    Column("name_sha256", String(64), nullable=True),
+    Column("phone_sha256", String(64), nullable=True),
+    Column("modified_at", UTCDateTime, nullable=True),
+    PrimaryKeyConstraint("location_id", "record_id"),
+    Index("ix_pb_client_index_email", "location_id", "email_sha256"),
+    Index("ix_pb_client_index_name", "location_id", "name_sha256"),
+    Index("ix_pb_client_index_phone", "location_id", "phone_sha256"),
+)
+
+# How far the index is filled: the newest `dateModified` paged in, per location.
+pb_client_index_state = Table(
+    "pb_client_index_state",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True),
+    Column("watermark", UTCDateTime, nullable=False),
+)

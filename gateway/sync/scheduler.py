@@ -103,6 +103,7 @@ async def poll_location(
             http=http,
             location_id=location.id,
             time_zone=location.time_zone,
+            store=store,
         )
         catalog = lazy_catalog(adapter)
         changes = await adapter.changes_since(state.cursor)

@@ -345,13 +345,152 @@ def _split_name(name: str | None) -> tuple[str | None, str | None]:
     return (first, last) if first else (last, None)
 
 
+# Jane's payload is Jane's own patient record (plus ClinicSync's counters), with appointments as Jane renders them.
+# The key lists are the seed example's, in order; a key whose seed value is a list is [] when unknown, else null.
+JANE_PATIENT_KEYS = (
+    "id", "first_name", "last_name", "middle_name", "name", "email", "home_phone", "work_phone", "mobile_phone",
+    "prefix", "addressable_name", "fax_phone", "street_address", "street_address_2", "city", "province", "postal",
+    "country", "personal_health_number", "dob", "member_since", "patient_number", "send_notifications",
+    "send_sms_notifications", "email_wait_list_notifications", "sms_wait_list_notifications",
+    "email_auto_pay_balance_notifications", "sms_auto_pay_balance_notifications", "enable_financial_notifications",
+    "enable_auto_pay_balance_notifications", "reminder_type_ids", "last_login", "msp_eligible", "guardian_name",
+    "referral_source", "referring_staff_member_id", "marketing_emails", "gender", "identifying_gender",
+    "do_not_email", "ratings_emails", "preferred_name", "preferred_first_name", "all_names", "pronouns",
+    "occupation", "employer", "staff_member_id", "staff_user", "emergency_contact_name", "emergency_contact_phone",
+    "emergency_contact_relationship", "referring_professional", "referring_professional_phone",
+    "referring_professional_email", "family_doctor", "family_doctor_phone", "family_doctor_email", "medical_alert",
+    "discharged", "deceased", "online_booking_policy", "online_booking_payment_policy", "primary_phone",
+    "test_patient", "patient_type", "public_id", "selected_reminder_types", "last_appointment",
+    "upcoming_appointments", "logins", "relationships", "received_relationships", "default_adjustments", "passes",
+    "credit_card_details", "notes", "photo", "photo_lg", "appointments_count", "upcoming_appointments_count",
+    "active_booking_reminders_count", "no_show_count", "chart_entries_count", "relationships_count",
+    "email_status", "email_ok", "email_intake_form_ok", "email_notify_ok", "mobile_status", "mobile_ok", "balance",
+    "available_credit", "amount_owing", "claims_amount_owing", "loyalty_balance", "additional_receipt_recipients",
+    "last_payment_reminder", "second_upcoming_appointment", "total_purchased", "last_updated_date_via_api",
+    "total_payment_amount", "total_remaining_balance", "total_payment_made", "total_appt_booked",
+    "total_appt_cancelled", "total_appt_no_show", "total_appt_arrived", "total_appt_rescheduled", "patient_notes",
+    "credit_card_expiry_formatted", "intake_forms_summary", "appointmentsObject",
+)  # fmt: skip
+JANE_APPOINTMENT_KEYS = (
+    "id", "location_id", "room_id", "resource_ids", "start_at", "end_at", "patient_id", "primary_patient_id",
+    "staff_member_id", "staff_member_name", "treatment_id", "archived_at", "no_show_at", "cancelled_at",
+    "booked_at", "break", "state", "additional_states", "arrived_at", "checked_in_at", "patient_name",
+    "patient_is_primary", "primary_patient_name", "patient", "primary_patient", "patient_video_session_state",
+    "treatment_name", "color", "capacity", "class_booking", "parent_appointment_id", "participant_count",
+    "arrived_participant_count", "purchase_id", "sale_id", "purchased", "purchase_state", "patient_paid",
+    "has_notes", "notes_text", "first_visit", "insurance_state", "updated_at", "chart_status", "reschedulable",
+    "order_id", "order_item_id", "pass", "pass_id", "package_id", "membership_id", "child_appointment_ids",
+    "original_appointment_id", "rescheduled", "cancelled", "online_only", "wait_list_block", "booking_type",
+    "group_booking", "treatment_add_ons", "referral_source",
+)  # fmt: skip
+_JANE_LISTS = frozenset(
+    (
+        "reminder_type_ids", "selected_reminder_types", "upcoming_appointments", "logins", "relationships",
+        "received_relationships", "default_adjustments", "passes", "credit_card_details", "notes",
+        "second_upcoming_appointment", "appointmentsObject", "resource_ids", "additional_states",
+        "insurance_state", "child_appointment_ids", "treatment_add_ons",
+    )
+)  # fmt: skip
+_JANE_RENAMES = {"pass": "pass_", "break": "break_"}
+
+
+def _jane_struct(name: str, keys: tuple[str, ...]) -> type[_Payload]:
+    fields = [(_JANE_RENAMES.get(k, k), Any) for k in keys]
+    rename = {v: k for k, v in _JANE_RENAMES.items() if k in keys}
+    return msgspec.defstruct(name, fields, bases=(_Payload,), kw_only=True, rename=rename)  # type: ignore[return-value]
+
+
+JanePatientUpdate = _jane_struct("JanePatientUpdate", JANE_PATIENT_KEYS)
+JaneAppointment = _jane_struct("JaneAppointment", JANE_APPOINTMENT_KEYS)
+
+_JANE_STATES = {
+    AppointmentStatus.CANCELLED: "cancelled",
+    AppointmentStatus.NOSHOW: "no_show",
+    AppointmentStatus.ARRIVED: "arrived",
+    AppointmentStatus.CHECKED_IN: "arrived",
+    AppointmentStatus.FULFILLED: "arrived",
+    AppointmentStatus.PENDING: "reserved",
+}
+
+
+def _jane_id(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _jane_defaults(keys: tuple[str, ...]) -> dict[str, Any]:
+    return {_JANE_RENAMES.get(k, k): [] if k in _JANE_LISTS else None for k in keys}
+
+
+def _jane_appointment(appointment: AppointmentSummary, snapshot: PatientSnapshot) -> _Payload:
+    zone = ZoneInfo(appointment.time_zone)
+    patient = snapshot.patient
+    name = f"{patient.first_name} {patient.last_name}"
+    values = _jane_defaults(JANE_APPOINTMENT_KEYS)
+    values.update(
+        id=_jane_id(appointment.id),
+        location_id=_jane_id(appointment.location_id),
+        start_at=appointment.start.astimezone(zone),
+        end_at=appointment.end.astimezone(zone),
+        patient_id=_jane_id(patient.id),
+        primary_patient_id=_jane_id(patient.id),
+        staff_member_id=_jane_id(appointment.practitioner_id),
+        staff_member_name=appointment.practitioner_name,
+        treatment_id=_jane_id(appointment.service_id),
+        cancelled_at=appointment.cancelled_at.astimezone(zone) if appointment.cancelled_at else None,
+        break_=False,
+        state=_JANE_STATES.get(appointment.status, "booked"),
+        patient_name=name,
+        patient_is_primary=True,
+        primary_patient_name=name,
+        treatment_name=appointment.service_name,
+        cancelled=appointment.status == AppointmentStatus.CANCELLED,
+        booking_type="one_on_one_booking",
+        class_booking=False,
+        group_booking=False,
+    )
+    return JaneAppointment(**values)
+
+
+def jane(snapshot: PatientSnapshot, at: datetime) -> _Payload:
+    """Fields the gateway does not read from Jane (money, address, consent, reminders, notes) stay null or []."""
+    patient, last, nxt = snapshot.patient, snapshot.last_appointment, snapshot.upcoming_appointment
+    name = f"{patient.first_name} {patient.last_name}"
+    known = [a for a in (last, nxt) if a is not None]
+    values = _jane_defaults(JANE_PATIENT_KEYS)
+    values.update(
+        id=_jane_id(patient.id),
+        first_name=patient.first_name,
+        last_name=patient.last_name,
+        name=name,
+        email=patient.email,
+        mobile_phone=_phone(snapshot),
+        addressable_name=patient.first_name,
+        dob=patient.date_of_birth,
+        patient_number=patient.id,
+        preferred_first_name=patient.first_name,
+        all_names=name,
+        last_appointment=_jane_appointment(last, snapshot) if last else None,
+        upcoming_appointments=[_jane_appointment(nxt, snapshot)] if nxt else [],
+        appointments_count=snapshot.total_appointments,
+        upcoming_appointments_count=snapshot.upcoming_count,
+        no_show_count=snapshot.no_show_count,
+        last_updated_date_via_api=at,
+        total_appt_cancelled=snapshot.cancellation_count,
+        total_appt_no_show=snapshot.no_show_count,
+        total_appt_arrived=snapshot.visit_count,
+        appointmentsObject=[_jane_appointment(a, snapshot) for a in known],
+    )
+    return JanePatientUpdate(**values)
+
+
 CLINICSYNC: dict[str, Callable[[PatientSnapshot, datetime], _Payload]] = {
     "cliniko": cliniko,
     "nookal": nookal,
     "simplepractice": simplepractice,
     "practicebetter": practicebetter,
+    "jane": jane,
 }
-"""EMR slug → its ClinicSync patient-update shape. Jane's (a full patient record) and PtEverywhere's are not built."""
+"""EMR slug → its ClinicSync patient-update shape. PtEverywhere's is not built."""
 
 
 def render(event: WebhookEvent, fmt: PayloadFormat) -> bytes:

@@ -105,11 +105,16 @@ async def _provision(
 
 @contextlib.contextmanager
 def running_harness(
-    slug: str, database_url: str, keyring: Keyring, overrides: dict[str, Any] | None = None
+    slug: str,
+    database_url: str,
+    keyring: Keyring,
+    overrides: dict[str, Any] | None = None,
+    emulator: Emulator | None = None,
 ) -> Iterator[Harness]:
-    """A live gateway in front of the `slug` EMR's emulator (two clinics of one account where it can seed two)."""
+    """A live gateway in front of the `slug` EMR's emulator (two clinics of one account where it can seed two);
+    `emulator` replaces the default one, e.g. to switch an EMR behaviour the notes leave open."""
     seed = two_business_seed()
-    emulator = EMULATORS[slug](seed)
+    emulator = emulator or EMULATORS[slug](seed)
     emulator_thread = ServerThread(emulator.app())
     emulator_url = emulator_thread.start()
     try:

@@ -184,6 +184,31 @@ def test_locations_add_checks_the_credentials_and_takes_the_emr_time_zone(
     assert json.loads(emulator.bad_credentials(base))["api_key"] not in err + out
 
 
+def test_set_credentials_replaces_them_only_when_the_emr_accepts_them(
+    sqlite_env: Path, cliniko_url: tuple[ClinikoEmulator, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A renewed session (Jane, SimplePractice) or a rotated key goes in without re-creating the location."""
+    emulator, base = cliniko_url
+    settings, credentials = emulator.location_config(base)
+    creds = sqlite_env / "creds.json"
+    creds.write_bytes(credentials)
+    capsys.readouterr()
+    code, out, err = _cli(
+        capsys, "locations", "add", "--emr", "cliniko", "--name", "Site",
+        "--settings", settings.decode(), "--credentials-file", str(creds), "--json",
+    )  # fmt: skip
+    location = json.loads(out)["id"]
+    creds.write_bytes(emulator.bad_credentials(base))
+    code, out, err = _cli(capsys, "locations", "set-credentials", location, "--credentials-file", str(creds))
+    assert code == 1
+    assert "EMR check failed" in err
+    creds.write_bytes(credentials)
+    code, out, err = _cli(capsys, "locations", "set-credentials", location, "--credentials-file", str(creds), "--json")
+    assert code == 0, err
+    assert json.loads(out)["id"] == location
+    assert json.loads(credentials)["api_key"] not in out + err
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [

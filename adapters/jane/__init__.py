@@ -1,0 +1,1 @@
+"""Jane (janeapp.com) through the clinic's own staff web endpoints."""

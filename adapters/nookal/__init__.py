@@ -1,0 +1,1 @@
+"""Nookal (v2 REST API) adapter and emulator."""

@@ -1,0 +1,582 @@
+"""The Practice Better adapter: one gateway location is one Practice Better practice (one client id/secret).
+
+UNCONFIRMED facts from the research notes this adapter and its emulator take a side on:
+- `duration` unit: a setting, `duration_unit`, default "minutes" (the swagger-based sources); "seconds" (one
+  production integrator) is selectable. The emulator can be switched to either and the contract suite passes both.
+- `sessionDate`: a setting, `session_date_mode`, default "utc" (an RFC 3339 instant with `Z`); "wall_time" sends
+  naive wall time in `session_date_zone` (default America/New_York), as one integrator observed Practice Better
+  reading it. Responses are read as instants; a naive response time is read the same way the location sends.
+- Token lifetime: `expires_in` is honoured; 3600 s when missing; re-minted 60 s early, and once on a 401.
+- Rate limit: 5 requests/s with bursts of 20 (integrators citing the swagger); a 429's `Retry-After` pauses the
+  practice's requests (they fail fast with `RateLimited`) until it passes.
+- Members envelope key: `members` or `items`, both read. Member e-mails: `profile.emailAddress` when present.
+- Availability: `day=YYYY-MM-DDT00:00:00` covers that one calendar day in the practice's zone; one call per day.
+- `ignoreConflict: false` makes Practice Better refuse an overlapping session with 409 (REJECTS_DOUBLE_BOOKING
+  rests on that; the adapter does not check the calendar itself).
+- Cancel reasons: Practice Better keeps cancellation notes only; the reason travels in the note and is reported on
+  the cancel's answer, not on later reads.
+- Change feed: sessions have no "modified since" filter; the poll lists sessions from one day ago onward and keeps
+  those whose `dateModified` is at or after the cursor. Changes to older sessions come from Practice Better's
+  webhooks (gateway/routes/practicebetter_webhooks.py) or the daily sweep.
+- Client records: a create that collides (409) is an existing client with that e-mail; it is returned (filling a
+  missing phone or birth date with a full-record `PUT`, since `PUT` erases what it is not sent).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, ClassVar, TypeVar, cast
+from zoneinfo import ZoneInfo
+
+import httpx
+import msgspec
+
+from adapters.base import AdapterContext, Capability, EMRAdapter
+from adapters.errors import AdapterError, NotFound, OutcomeUnknown, Rejected, SlotUnavailable, Unsupported
+from adapters.http import DEFAULT_RETRY, RetryPolicy
+from adapters.practicebetter import mapping, wire
+from adapters.practicebetter.client import Conflict, Params, PracticeBetterClient
+from adapters.practicebetter.index import (
+    ClientIndex,
+    IndexEntry,
+    IndexKey,
+    InMemoryClientIndex,
+    email_digest,
+    name_digest,
+    phone_digest,
+)
+from adapters.practicebetter.settings import PracticeBetterCredentials, PracticeBetterSettings
+from adapters.reconcile import AmbiguousWrite, reconciled, unknown
+from schemas.appointments import Appointment
+from schemas.availability import Slot
+from schemas.catalog import Location, Practitioner, Service
+from schemas.changes import ChangeSet
+from schemas.commands import (
+    AppointmentQuery,
+    AvailabilityQuery,
+    BookCommand,
+    CancelCommand,
+    NewPatient,
+    RescheduleCommand,
+)
+from schemas.patients import Patient, PatientQuery
+
+T = TypeVar("T")
+
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SESSIONS = "consultant/sessions"
+RECORDS = "consultant/records"
+MEMBERS = "company/administration/members"
+SERVICES = "consultant/services"
+SLOTS = "consultant/availability/slots"
+FEED_LOOKBACK = timedelta(days=1)
+
+SlotAnswer = list[wire.AvailableSlot] | wire.SlotsEnvelope
+
+
+EMR_NAME = "Practice Better"
+
+
+class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCredentials]):
+    """Practice Better REST v1 (beta).
+
+    `/consultant/records` filters by no e-mail, name or phone: every lookup goes through the client index (digests
+    of e-mail, full name and first phone, refreshed incrementally), then re-reads the candidates.
+    """
+
+    slug: ClassVar[str] = "practicebetter"
+    display_name: ClassVar[str] = "Practice Better"
+    verified_against: ClassVar[str] = (
+        "Practice Better API v1 (beta) as integrators read the vendor swagger (api-docs.practicebetter.io); "
+        "not run against a live account"
+    )
+    settings_type: ClassVar[type[PracticeBetterSettings]] = PracticeBetterSettings
+    credentials_type: ClassVar[type[PracticeBetterCredentials]] = PracticeBetterCredentials
+    # An idle poll costs 2-3 requests (records since the cursor, sessions from yesterday on). Every 300 s that is at
+    # most ~860 of the 10,000 requests a day integrators cite, leaving the rest for bookings; Practice Better's own
+    # webhooks make changes visible sooner where they are subscribed.
+    default_poll_seconds: ClassVar[int] = 300
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.CUSTOM_DURATION,
+            Capability.BOOK,
+            Capability.GET_APPOINTMENT,
+            Capability.RESCHEDULE,
+            Capability.CANCEL,
+            Capability.LIST_APPOINTMENTS,
+            Capability.AVAILABILITY,
+            Capability.NEXT_AVAILABILITY,
+            Capability.FIND_PATIENT_BY_EMAIL,
+            Capability.FIND_PATIENT_BY_PHONE,
+            Capability.FIND_PATIENT_BY_NAME,
+            Capability.CREATE_PATIENT,
+            Capability.CATALOG,
+            Capability.CHANGES_SINCE,
+            Capability.RECONCILES_TIMED_OUT_CREATE,
+            # Sessions are created and moved with `ignoreConflict: false`: Practice Better answers 409 on overlap.
+            Capability.REJECTS_DOUBLE_BOOKING,
+        }
+    )
+
+    def __init__(
+        self,
+        settings: PracticeBetterSettings,
+        credentials: PracticeBetterCredentials,
+        http: httpx.AsyncClient,
+        context: AdapterContext,
+    ) -> None:
+        super().__init__(settings, credentials, http, context)
+        self.client = PracticeBetterClient(http, settings, credentials, DEFAULT_RETRY)
+        self.client_index: ClientIndex = InMemoryClientIndex()
+        self._durations: dict[str, int] = {}
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.client.retry
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        self.client.retry = policy
+
+    # ------------------------------------------------------------------------------------------------ helpers
+
+    def _utc(self, moment: datetime) -> datetime:
+        return mapping.utc(moment, self.context.time_zone)
+
+    def _appointment(self, session: wire.Session, practitioner_id: str = "") -> Appointment:
+        return mapping.appointment_of(session, self.context, self.settings, practitioner_id)
+
+    async def _session(self, session_id: str) -> wire.Session:
+        if not ID_RE.match(session_id):
+            raise NotFound("not a Practice Better session id")
+        return await self.client.get(f"{SESSIONS}/{session_id}", wire.Session)
+
+    async def _duration(self, service_id: str) -> int:
+        if service_id not in self._durations:
+            await self.list_services()
+        if service_id not in self._durations:
+            raise Rejected(f"Practice Better has no active service {service_id}")
+        return self._durations[service_id]
+
+    def _consultant(self, practitioner_id: str | None) -> str:
+        consultant = practitioner_id or self.settings.consultant_id
+        if not consultant:
+            raise Rejected("no practitioner given and the location has no default consultant_id")
+        return consultant
+
+    async def _reconciled(
+        self, write: Callable[[], Awaitable[T]], landed: Callable[[], Awaitable[T | None]], what: str
+    ) -> T:
+        return await reconciled(write, landed, what=what, emr=EMR_NAME)
+
+    @staticmethod
+    def _unknown(what: str, cause: str) -> OutcomeUnknown:
+        return unknown(EMR_NAME, what, cause)
+
+    async def _sessions(self, params: Params) -> list[wire.Session]:
+        return await self.client.list(SESSIONS, wire.Session, params)
+
+    # ------------------------------------------------------------------------------------------------ sessions
+
+    async def get_appointment(self, appointment_id: str) -> Appointment:
+        return self._appointment(await self._session(appointment_id))
+
+    async def book(self, command: BookCommand) -> Appointment:
+        consultant = self._consultant(command.practitioner_id)
+        start = self._utc(command.start)
+        if command.end is not None:
+            minutes = int((self._utc(command.end) - start).total_seconds() // 60)
+        else:
+            minutes = await self._duration(command.service_id)
+        if minutes <= 0:
+            raise Rejected("the appointment must end after it starts")
+        for name, value in (("patient", command.patient_id), ("service", command.service_id)):
+            if not ID_RE.match(value):
+                raise Rejected(f"not a Practice Better {name} id")
+        body = wire.SessionCreate(
+            clientRecordId=command.patient_id,
+            serviceId=command.service_id,
+            serviceType=self.settings.service_type,
+            sessionDate=mapping.session_date(start, self.settings),
+            duration=mapping.wire_duration(minutes, self.settings),
+            asConsultantId=consultant,
+            ignoreConflict=False,
+            notify=self.settings.notify,
+            notes=command.notes,
+        )
+
+        async def create() -> wire.Session:
+            try:
+                return await self.client.write_decoded("POST", SESSIONS, body, wire.Session)
+            except Conflict as exc:
+                raise SlotUnavailable(
+                    "the practitioner already has a session at that time",
+                    emr_status=exc.emr_status,
+                    emr_message=exc.emr_message,
+                ) from None
+
+        async def landed() -> wire.Session | None:
+            window = [
+                ("records", command.patient_id),
+                ("consultants", consultant),
+                ("date_gte", mapping.rfc3339(start - timedelta(minutes=1))),
+                ("date_lte", mapping.rfc3339(start + timedelta(minutes=1))),
+            ]
+            for candidate in await self._sessions(window):
+                if (
+                    not candidate.cancelled
+                    and mapping.instant(candidate.sessionDate, self.settings) == start
+                    and candidate.serviceId == command.service_id
+                ):
+                    return candidate
+            return None
+
+        return self._appointment(await self._reconciled(create, landed, "booking"), consultant)
+
+    async def reschedule(self, command: RescheduleCommand) -> Appointment:
+        current = await self._session(command.appointment_id)
+        before = self._appointment(current)
+        if current.cancelled:
+            raise Rejected("a cancelled session cannot be rescheduled")
+        if command.practitioner_id is not None and command.practitioner_id != before.practitioner_id:
+            raise Unsupported("Practice Better moves a session's date only; it cannot change its practitioner")
+        if command.notes is not None and command.notes != (current.notes or None):
+            raise Unsupported("Practice Better cannot change a session's notes through its API")
+        if command.start is None:
+            return before
+        start = self._utc(command.start)
+        length = (self._utc(command.end) - start) if command.end is not None else before.end - before.start
+        minutes = int(length.total_seconds() // 60)
+        if minutes <= 0:
+            raise Rejected("the appointment must end after it starts")
+        if start == before.start and length == before.end - before.start:
+            return before
+        body = wire.SessionDateUpdate(
+            sessionDate=mapping.session_date(start, self.settings),
+            duration=mapping.wire_duration(minutes, self.settings),
+            ignoreConflict=False,
+        )
+
+        async def move() -> wire.Session:
+            try:
+                await self.client.write("PUT", f"{SESSIONS}/{current.id}/date", body)
+            except Conflict as exc:
+                raise SlotUnavailable(
+                    "the practitioner already has a session at that time; the session was left where it was",
+                    emr_status=exc.emr_status,
+                    emr_message=exc.emr_message,
+                ) from None
+            return await self._session(current.id)
+
+        async def landed() -> wire.Session | None:
+            seen = await self._session(current.id)
+            return seen if mapping.instant(seen.sessionDate, self.settings) == start else None
+
+        return self._appointment(await self._reconciled(move, landed, "reschedule"))
+
+    async def cancel(self, command: CancelCommand) -> Appointment:
+        current = await self._session(command.appointment_id)
+        owner = current.clientRecord.id if current.clientRecord else None
+        if command.patient_id is not None and owner != command.patient_id:
+            raise NotFound("Practice Better has no such session for this client")
+        if current.cancelled:
+            return self._appointment(current)  # cancelling twice is a no-op, not an error
+        note = f"Cancelled via EMR Gateway (reason: {command.reason.value})"
+        if command.note:
+            note = f"{note}: {command.note}"
+        body = wire.SessionCancel(notify=self.settings.notify, notes=note)
+
+        async def cancel() -> wire.Session:
+            await self.client.write("POST", f"{SESSIONS}/{current.id}/cancel", body)
+            return await self._session(current.id)
+
+        async def landed() -> wire.Session | None:
+            seen = await self._session(current.id)
+            return seen if seen.cancelled else None
+
+        cancelled = self._appointment(await self._reconciled(cancel, landed, "cancellation"))
+        return msgspec.structs.replace(cancelled, cancel_reason=command.reason, cancel_note=command.note)
+
+    async def list_appointments(self, query: AppointmentQuery) -> list[Appointment]:
+        params: list[tuple[str, str]] = []
+        for name, value in (("records", query.patient_id), ("consultants", query.practitioner_id)):
+            if value is not None:
+                if not ID_RE.match(value):
+                    return []
+                params.append((name, value))
+        start_from = self._utc(query.start_from) if query.start_from is not None else None
+        start_to = self._utc(query.start_to) if query.start_to is not None else None
+        if start_from is not None:
+            params.append(("date_gte", mapping.rfc3339(start_from)))
+        if start_to is not None:
+            params.append(("date_lte", mapping.rfc3339(start_to)))
+        found = [self._appointment(s) for s in await self._sessions(params)]
+        kept = [
+            a
+            for a in found
+            if (start_from is None or a.start >= start_from) and (start_to is None or a.start < start_to)
+        ]
+        return sorted(kept, key=lambda a: (a.start, a.id))
+
+    # ------------------------------------------------------------------------------------------------ clients
+
+    def _entry(self, record: wire.ClientRecord) -> IndexEntry:
+        email = mapping.email_of(record)
+        patient = mapping.patient_of(record, self.context.time_zone)
+        named = patient.first_name and patient.last_name
+        return IndexEntry(
+            record_id=record.id,
+            email_sha256=email_digest(email) if email else None,
+            name_sha256=name_digest(patient.first_name, patient.last_name) if named else None,
+            phone_sha256=phone_digest(patient.phones[0]) if patient.phones else None,
+            modified_at=record.dateModified,
+        )
+
+    async def _index(self, records: list[wire.ClientRecord], *, complete_since_watermark: bool = False) -> None:
+        """Index `records`; the watermark moves only after a full listing since it (never for single records, or
+        a record modified in between would never be paged in)."""
+        if records:
+            await self.client_index.upsert([self._entry(r) for r in records])
+        stamps = [r.dateModified for r in records if r.dateModified is not None]
+        if complete_since_watermark and stamps:
+            await self.client_index.advance(max(stamps))
+
+    async def refresh_index(self) -> int:
+        """Pages the records modified since the index's watermark into it (all of them the first time)."""
+        since = await self.client_index.watermark()
+        params: Params = [("modified_gte", mapping.rfc3339(since))] if since is not None else []
+        records = await self.client.list(RECORDS, wire.ClientRecord, params)
+        await self._index(records, complete_since_watermark=True)
+        return len(records)
+
+    async def _record(self, record_id: str) -> wire.ClientRecord:
+        if not ID_RE.match(record_id):
+            raise NotFound("not a Practice Better client record id")
+        try:
+            record = await self.client.get(f"{RECORDS}/{record_id}", wire.ClientRecord)
+        except NotFound:
+            await self.client_index.remove(record_id)
+            raise
+        await self._index([record])
+        return record
+
+    async def find_patients(self, query: PatientQuery) -> list[Patient]:
+        """Through the client index (digests of e-mail, full name, first phone), then each candidate re-read, so
+        a stale index entry never answers; every given field must match."""
+        key = IndexKey(
+            email_sha256=email_digest(query.email) if query.email else None,
+            name_sha256=name_digest(query.first_name, query.last_name)
+            if query.first_name and query.last_name
+            else None,
+            phone_sha256=phone_digest(query.phone) if query.phone else None,
+        )
+        if key == IndexKey():
+            raise Rejected("a client search needs an e-mail, a phone, or a first and last name")
+        await self.refresh_index()
+        wanted = query.email.strip().lower() if query.email else None
+
+        def fits(p: Patient) -> bool:
+            return (
+                (wanted is None or (p.email or "").strip().lower() == wanted)
+                and (not query.first_name or p.first_name.strip().lower() == query.first_name.strip().lower())
+                and (not query.last_name or p.last_name.strip().lower() == query.last_name.strip().lower())
+                and (query.date_of_birth is None or p.date_of_birth == query.date_of_birth)
+                and (not query.phone or query.phone in p.phones)
+            )
+
+        matches: list[Patient] = []
+        for record_id in await self.client_index.lookup(key):
+            try:
+                record = await self._record(record_id)  # re-indexes it if it changed
+            except NotFound:
+                continue
+            patient = mapping.patient_of(record, self.context.time_zone)
+            if fits(patient):
+                matches.append(patient)
+        return matches
+
+    async def get_patient(self, patient_id: str) -> Patient:
+        return mapping.patient_of(await self._record(patient_id), self.context.time_zone)
+
+    async def create_patient(self, patient: NewPatient) -> Patient:
+        profile = wire.ProfileCreate(
+            firstName=patient.first_name,
+            lastName=patient.last_name,
+            emailAddress=patient.email,
+            mobilePhone=patient.phone,
+            dateOfBirth=patient.date_of_birth.isoformat() if patient.date_of_birth else None,
+        )
+        body = wire.ClientRecordCreate(profile=profile)
+
+        async def create() -> wire.ClientRecord:
+            return await self.client.write_decoded("POST", RECORDS, body, wire.ClientRecord)
+
+        async def landed() -> wire.ClientRecord | None:
+            if not patient.email:
+                return None
+            found = await self._existing(patient.email)
+            return found
+
+        try:
+            record = await self._reconciled(create, landed, "client creation")
+        except Conflict:
+            # 409: a client with this e-mail exists already. Lookup-or-create returns it.
+            existing = await self._existing(patient.email) if patient.email else None
+            if existing is None:
+                raise Rejected("Practice Better reported a duplicate client but none could be found") from None
+            record = await self._fill_gaps(existing, patient)
+        await self._index([record])
+        return mapping.patient_of(record, self.context.time_zone)
+
+    async def _existing(self, email: str) -> wire.ClientRecord | None:
+        await self.refresh_index()
+        wanted = email.strip().lower()
+        for record_id in await self.client_index.lookup(IndexKey(email_sha256=email_digest(wanted))):
+            try:
+                record = await self._record(record_id)
+            except NotFound:
+                continue
+            if (mapping.email_of(record) or "").strip().lower() == wanted:
+                return record
+        return None
+
+    async def _fill_gaps(self, record: wire.ClientRecord, patient: NewPatient) -> wire.ClientRecord:
+        """Add a phone or birth date the existing client lacks. `PUT` replaces the whole record ("any missing fields
+        will be erased"), so the record is read as sent, changed, and sent back entire."""
+        gaps: dict[str, str] = {}
+        if patient.phone and not (record.profile.mobilePhone or record.profile.homePhone):
+            gaps["mobilePhone"] = patient.phone
+        if patient.date_of_birth is not None and not record.profile.dateOfBirth:
+            gaps["dateOfBirth"] = patient.date_of_birth.isoformat()
+        if not gaps:
+            return record
+        raw = await self.client.get_raw(f"{RECORDS}/{record.id}")
+        profile = raw.get("profile")
+        merged_profile: dict[str, Any] = dict(profile) if isinstance(profile, dict) else {}
+        merged_profile.update(gaps)
+        merged = {**raw, "profile": merged_profile}
+        try:
+            return await self.client.write_decoded(
+                "PUT", f"{RECORDS}/{record.id}", msgspec.json.encode(merged), wire.ClientRecord
+            )
+        except (AdapterError, AmbiguousWrite):
+            return record  # the client exists; a missing phone is not worth failing the caller's booking
+
+    # ------------------------------------------------------------------------------------------------ catalog
+
+    async def list_practitioners(self) -> list[Practitioner]:
+        answer = await self.client.get(MEMBERS, wire.Members)
+        members = answer.members if answer.members is not None else (answer.items or [])
+        return [
+            mapping.practitioner_of(m)
+            for m in members
+            if m.isPractitioner and (m.activationStatus or "activated") == "activated"
+        ]
+
+    async def list_services(self) -> list[Service]:
+        services = [s for s in await self.client.list(SERVICES, wire.Service) if s.isActive]
+        for service in services:
+            self._durations[service.id] = service.duration or 0
+        return [mapping.service_of(s) for s in services]
+
+    async def list_locations(self) -> list[Location]:
+        """Practice Better has no clinic sites in its API: the practice is the one location."""
+        return [Location(id="practice", name="Practice Better practice", time_zone=self.context.time_zone)]
+
+    async def check(self) -> None:
+        """Mints a token and reads the team: proves the client id/secret and their read scope."""
+        await self.list_practitioners()
+
+    # ------------------------------------------------------------------------------------------------ availability
+
+    def _days(self, query: AvailabilityQuery) -> tuple[datetime, datetime, list[date]]:
+        start, end = self._utc(query.start_from), self._utc(query.start_to)
+        zone = ZoneInfo(self.context.time_zone)
+        day = max(start.astimezone(zone).date(), datetime.now(zone).date())
+        last = end.astimezone(zone).date()
+        days: list[date] = []
+        while day <= last and start < end:
+            days.append(day)
+            day += timedelta(days=1)
+        return start, end, days
+
+    async def _day_slots(self, query: AvailabilityQuery, day: date, minutes: int) -> list[Slot]:
+        consultant = self._consultant(query.practitioner_id)
+        for value in (consultant, query.service_id):
+            if not ID_RE.match(value):
+                raise NotFound("not a Practice Better id")
+        params: Params = [
+            ("as_consultant", consultant),
+            ("day", f"{day.isoformat()}T00:00:00"),
+            ("serviceId", query.service_id),
+            ("type", self.settings.service_type),
+        ]
+        answer = cast(SlotAnswer | None, await self.client.get_optional(SLOTS, cast(Any, SlotAnswer), params))
+        if answer is None:  # 204: no slots that day
+            return []
+        raw = answer if isinstance(answer, list) else (answer.items or answer.slots or [])
+        slots: list[Slot] = []
+        for item in raw:
+            begin = mapping.instant(item.startDate, self.settings)
+            slots.append(
+                Slot(
+                    start=begin,
+                    end=begin + timedelta(minutes=minutes),
+                    practitioner_id=consultant,
+                    service_id=query.service_id,
+                    time_zone=self.context.time_zone,
+                )
+            )
+        return slots
+
+    async def availability(self, query: AvailabilityQuery) -> list[Slot]:
+        start, end, days = self._days(query)
+        minutes = await self._duration(query.service_id)
+        found: dict[datetime, Slot] = {}
+        for day in days:
+            for slot in await self._day_slots(query, day, minutes):
+                if start <= slot.start < end:
+                    found[slot.start] = slot
+        return [found[s] for s in sorted(found)]
+
+    async def next_available(self, query: AvailabilityQuery) -> Slot | None:
+        start, end, days = self._days(query)
+        minutes = await self._duration(query.service_id)
+        for day in days:
+            slots = [s for s in await self._day_slots(query, day, minutes) if start <= s.start < end]
+            if slots:
+                return min(slots, key=lambda s: s.start)
+        return None
+
+    # ------------------------------------------------------------------------------------------------ change feed
+
+    async def changes_since(self, cursor: str | None) -> ChangeSet:
+        """Client records modified at or after `cursor` and sessions (from a day ago on) modified since then.
+
+        With no cursor the feed starts now. `>=` re-reads records stamped exactly at the cursor; the detector
+        compares digests, so a repeat is harmless while a miss would not be.
+        """
+        now = datetime.now(UTC)
+        if cursor is None:
+            return ChangeSet(patients=[], appointments=[], cursor=mapping.rfc3339(now))
+        try:
+            since = datetime.fromisoformat(cursor)
+        except ValueError:
+            raise Rejected("the change cursor is not an RFC 3339 time") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        records = await self.client.list(RECORDS, wire.ClientRecord, [("modified_gte", mapping.rfc3339(since))])
+        await self._index(records)
+        sessions = await self._sessions([("date_gte", mapping.rfc3339(min(since, now) - FEED_LOOKBACK))])
+        changed = [s for s in sessions if s.dateModified is not None and s.dateModified >= since]
+        stamps = [r.dateModified for r in records if r.dateModified]
+        stamps += [s.dateModified for s in changed if s.dateModified]
+        patients = [mapping.patient_of(r, self.context.time_zone) for r in records]
+        appointments = [self._appointment(s) for s in changed]
+        return ChangeSet(
+            patients=sorted(patients, key=lambda p: (p.updated_at or now, p.id)),
+            appointments=sorted(appointments, key=lambda a: (a.updated_at or now, a.id)),
+            cursor=mapping.rfc3339(max(stamps)) if stamps else mapping.rfc3339(since),
+        )

@@ -1,0 +1,260 @@
+"""Practice Better's HTTP API through httpx: OAuth2 client credentials, the request budget, `{count, hasMore,
+items}` pagination, and status -> adapter error mapping.
+
+Reads are retried (adapters.http); writes are sent exactly once, except after a 401 (nothing was applied: the token
+is re-minted once and the request sent again). When a write's outcome is unclear the client raises `AmbiguousWrite`
+so the adapter can reconcile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from typing import TypeVar
+
+import httpx
+import msgspec
+
+from adapters.errors import AdapterError, AuthFailed, NotFound, RateLimited, Rejected, Unavailable
+from adapters.http import DEFAULT_RETRY, RetryPolicy, is_json, is_unsent, safe_message, send_read
+from adapters.http import transport_error as map_transport_error
+from adapters.practicebetter import limits, wire
+from adapters.practicebetter.settings import PracticeBetterCredentials, PracticeBetterSettings, base_url_of
+from adapters.reconcile import AmbiguousWrite
+
+T = TypeVar("T")
+
+EMR = "Practice Better"
+PAGE_LIMIT = "100"
+MAX_PAGES = 1000
+ACCESS_DENIED = 461  # Practice Better's non-standard "Resource Access Denied"
+
+Params = Sequence[tuple[str, str]]
+
+
+class Conflict(Rejected):
+    """409: a scheduling conflict on a session write, a duplicate on a client record create."""
+
+
+def retry_after_of(response: httpx.Response) -> int:
+    raw = response.headers.get("retry-after", "").strip()
+    if raw.isdigit():
+        return max(1, int(raw))
+    return 1  # no header: the documented budget refills a request in 0.2 s
+
+
+def error_for(response: httpx.Response) -> AdapterError:
+    """The adapter error for a non-2xx answer; messages carry field names, never values."""
+    status = response.status_code
+    detail = safe_message(response)
+    if status == 401:
+        return AuthFailed("Practice Better refused the client credentials", emr_status=status, emr_message=detail)
+    if status == 403:
+        return AuthFailed(
+            "Practice Better refused the operation for this client id (check its scopes: read write)",
+            emr_status=status,
+            emr_message=detail,
+        )
+    if status == 404:
+        return NotFound("Practice Better has no such record", emr_status=status, emr_message=detail)
+    if status == ACCESS_DENIED:
+        return NotFound("Practice Better denied access to that record", emr_status=status, emr_message=detail)
+    if status == 409:
+        return Conflict("Practice Better reported a conflict", emr_status=status, emr_message=detail)
+    if status == 429:
+        return RateLimited(
+            "Practice Better's rate limit (5 requests/s, bursts of 20) was reached",
+            retry_after=retry_after_of(response),
+            emr_status=status,
+            emr_message=detail,
+        )
+    if status >= 500:
+        return Unavailable(f"Practice Better answered {status}", emr_status=status, emr_message=detail)
+    return Rejected(f"Practice Better refused the request ({status})", emr_status=status, emr_message=detail)
+
+
+class PracticeBetterClient:
+    """One per adapter instance; token and request budget are shared per credentials (see `limits`)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        settings: PracticeBetterSettings,
+        credentials: PracticeBetterCredentials,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        tokens: limits.TokenCache = limits.TOKENS,
+        budget: limits.RequestBudget = limits.BUDGET,
+    ) -> None:
+        self.http = http
+        self.settings = settings
+        self.credentials = credentials
+        self.base_url = base_url_of(settings)
+        self.retry = retry
+        self.tokens = tokens
+        self.budget = budget
+        secret = hashlib.sha256(credentials.client_secret.encode()).hexdigest()[:16]
+        self.key = f"{self.base_url}|{credentials.client_id}|{secret}"
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    # ------------------------------------------------------------------------------------------------ auth
+
+    async def _mint(self) -> tuple[str, int | None]:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.credentials.client_id,
+            "client_secret": self.credentials.client_secret,
+        }
+        if self.settings.scope:
+            form["scope"] = self.settings.scope
+
+        async def send() -> httpx.Response:
+            await self._admit()
+            return await self.http.post(self.url("oauth2/token"), data=form, headers={"Accept": "application/json"})
+
+        try:
+            # Minting is safe to repeat: a lost answer only leaves an unused token behind.
+            response = await send_read(send, self.retry)
+        except httpx.TransportError as exc:
+            raise map_transport_error(exc, EMR) from None
+        if response.status_code in (400, 401):
+            raise AuthFailed(
+                "Practice Better refused the client id/secret",
+                emr_status=response.status_code,
+                emr_message=safe_message(response),
+            )
+        token = self._decode(response, wire.TokenResponse)
+        return token.access_token, token.expires_in
+
+    async def token(self) -> str:
+        return await self.tokens.get(self.key, self._mint)
+
+    async def _admit(self) -> None:
+        """Refuse at once during a 429 pause (do not spend the budget); otherwise wait for the bucket."""
+        paused = self.budget.paused_for(self.key)
+        if paused > 0:
+            raise RateLimited(
+                "Practice Better asked the gateway to slow down (Retry-After)", retry_after=max(1, math.ceil(paused))
+            )
+        await self.budget.acquire(self.key)
+
+    def _headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    def _note_rate_limit(self, response: httpx.Response) -> None:
+        if response.status_code == 429:
+            self.budget.pause(self.key, retry_after_of(response))
+
+    # ------------------------------------------------------------------------------------------------ reads
+
+    async def _get_response(self, path: str, params: Params | None) -> httpx.Response:
+        for attempt in range(2):
+            token = await self.token()
+            headers = self._headers(token)
+
+            async def send() -> httpx.Response:
+                await self._admit()
+                return await self.http.get(
+                    self.url(path),
+                    params=list(params) if params else None,
+                    headers=headers,  # noqa: B023 - awaited within this iteration
+                )
+
+            try:
+                response = await send_read(send, self.retry)
+            except httpx.TransportError as exc:
+                raise map_transport_error(exc, EMR) from None
+            self._note_rate_limit(response)
+            if response.status_code == 401 and attempt == 0:
+                self.tokens.invalidate(self.key, token)  # expired or revoked early: mint once more
+                continue
+            return response
+        raise AssertionError("unreachable")
+
+    async def get(self, path: str, type: type[T], params: Params | None = None) -> T:
+        return self._decode(await self._get_response(path, params), type)
+
+    async def get_optional(self, path: str, type: type[T], params: Params | None = None) -> T | None:
+        """A read where `204 No Content` means "nothing" (availability slots)."""
+        response = await self._get_response(path, params)
+        if response.status_code == 204 or (response.is_success and not response.content):
+            return None
+        return self._decode(response, type)
+
+    async def list(self, path: str, item: type[T], params: Params = ()) -> list[T]:
+        """Every item of a list endpoint: newest first, walking older pages with `before_id=<last id>`."""
+        collected: list[T] = []
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            query = [*params, ("limit", PAGE_LIMIT)]
+            if cursor is not None:
+                query.append(("before_id", cursor))
+            page = await self.get(path, wire.Page[item], query)  # type: ignore[valid-type]
+            collected.extend(page.items)
+            if not page.hasMore or not page.items:
+                return collected
+            last = page.items[-1]
+            cursor = str(getattr(last, "id"))  # noqa: B009 - every paged item has an id
+        raise Unavailable("Practice Better kept returning more pages than any real list has")
+
+    def _decode(self, response: httpx.Response, type: type[T]) -> T:
+        if not response.is_success:
+            raise error_for(response)
+        if not is_json(response):
+            raise Unavailable(
+                f"Practice Better answered {response.status_code} without JSON where JSON was expected",
+                emr_status=response.status_code,
+                emr_message=safe_message(response),
+            )
+        try:
+            return msgspec.json.decode(response.content, type=type)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise Unavailable(
+                f"Practice Better answered with an unexpected shape: {exc}", emr_status=response.status_code
+            ) from None
+
+    # ------------------------------------------------------------------------------------------------ writes
+
+    async def write(self, method: str, path: str, body: msgspec.Struct | bytes | None) -> httpx.Response:
+        """Send a write once (twice only after a 401, which applied nothing). Unsent -> Unavailable; sent but
+        unanswered -> AmbiguousWrite; non-2xx -> mapped error."""
+        content = body if isinstance(body, bytes) or body is None else msgspec.json.encode(body)
+        for attempt in range(2):
+            token = await self.token()
+            await self._admit()
+            try:
+                response = await self.http.request(
+                    method,
+                    self.url(path),
+                    content=content,
+                    headers={**self._headers(token), "Content-Type": "application/json"},
+                )
+            except httpx.TransportError as exc:
+                if is_unsent(exc):
+                    raise Unavailable(
+                        f"Practice Better could not be reached ({type(exc).__name__}); nothing was sent"
+                    ) from None
+                raise AmbiguousWrite(type(exc).__name__) from None
+            self._note_rate_limit(response)
+            if response.status_code == 401 and attempt == 0:
+                self.tokens.invalidate(self.key, token)
+                continue
+            if not response.is_success:
+                raise error_for(response)
+            return response
+        raise AssertionError("unreachable")
+
+    async def write_decoded(self, method: str, path: str, body: msgspec.Struct | bytes | None, type: type[T]) -> T:
+        response = await self.write(method, path, body)
+        try:
+            return self._decode(response, type)
+        except Unavailable:
+            raise AmbiguousWrite("unreadable answer to a write", emr_status=response.status_code) from None
+
+    async def get_raw(self, path: str) -> dict[str, object]:
+        """One record as sent, every field kept: the base of a full-replace `PUT`."""
+        response = await self._get_response(path, None)
+        raw = self._decode(response, dict[str, object])
+        return raw

@@ -1,0 +1,65 @@
+"""Practice Better emulator + adapter over real HTTP on loopback, in either of the emulator's behaviours."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from adapters.base import AdapterContext
+from adapters.emulation import SeedBusiness, ServerThread, default_seed
+from adapters.practicebetter.adapter import PracticeBetterAdapter
+from adapters.practicebetter.emulator import PracticeBetterEmulator
+from adapters.practicebetter.settings import PracticeBetterCredentials, PracticeBetterSettings
+from tests.contract.conftest import CLIENT_TIMEOUT, FAST_RETRY, LOCATION_ID
+
+# (duration unit, sessionDate mode): the default and the alternative one integrator reported.
+MODES = [("minutes", "utc"), ("seconds", "wall_time")]
+
+
+@dataclass
+class PB:
+    emulator: PracticeBetterEmulator
+    base_url: str
+    http: httpx.AsyncClient
+
+    def adapter(
+        self, business_index: int = 0, credentials: bytes | None = None, **settings: Any
+    ) -> PracticeBetterAdapter:
+        settings_json, credentials_json = self.emulator.location_config(self.base_url, business_index)
+        decoded = msgspec.json.decode(settings_json, type=dict[str, Any])
+        adapter = PracticeBetterAdapter(
+            msgspec.convert({**decoded, **settings}, PracticeBetterSettings),
+            msgspec.json.decode(credentials or credentials_json, type=PracticeBetterCredentials),
+            self.http,
+            AdapterContext(location_id=LOCATION_ID, time_zone=self.emulator.seed.time_zone),
+        )
+        adapter.retry = FAST_RETRY
+        return adapter
+
+    def requests(self, method: str, path: str) -> int:
+        return sum(1 for e in self.emulator.exchanges if e.method == method and e.path == path)
+
+
+@pytest.fixture
+def pb_emulator(request: pytest.FixtureRequest) -> Iterator[tuple[PracticeBetterEmulator, str]]:
+    options = getattr(request, "param", {})
+    seed = default_seed()
+    seed.businesses = [SeedBusiness(name="North Practice"), SeedBusiness(name="South Practice")]
+    emulator = PracticeBetterEmulator(seed, **options)
+    server = ServerThread(emulator.app())
+    try:
+        yield emulator, server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def pb(pb_emulator: tuple[PracticeBetterEmulator, str]) -> AsyncIterator[PB]:
+    emulator, base_url = pb_emulator
+    async with httpx.AsyncClient(timeout=httpx.Timeout(CLIENT_TIMEOUT)) as http:
+        yield PB(emulator=emulator, base_url=base_url, http=http)
