@@ -153,6 +153,32 @@ def default_seed() -> EmulatorSeed:
     )
 
 
+# ---------------------------------------------------------------------------------------------- rate limits
+
+
+class WindowLimiter:
+    """A fixed one-minute window per caller, opened by its first request: the model of "N requests per minute"."""
+
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def hit(self, caller: str = "") -> float | None:
+        """Count a request; None when allowed, else the epoch second (fractional) at which the window resets."""
+        now = self.clock()
+        with self._lock:
+            start, count = self._windows.get(caller, (now, 0))
+            if now >= start + 60:
+                start, count = now, 0
+            count += 1
+            self._windows[caller] = (start, count)
+            if count > self.limit:
+                return start + 60
+        return None
+
+
 # ---------------------------------------------------------------------------------------------- traffic
 
 

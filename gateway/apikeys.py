@@ -24,10 +24,15 @@ class NewKey(msgspec.Struct, frozen=True, kw_only=True):
         return f"NewKey(prefix={self.prefix!r})"
 
 
-def generate(*, test: bool = False) -> NewKey:
+def mint(kind: str, display_len: int) -> NewKey:
+    """`kind` + 32 random bytes; also mints GoHighLevel path tokens, which are stored the same way."""
     body = base64.b32encode(secrets.token_bytes(RANDOM_BYTES)).decode("ascii").rstrip("=").lower()
-    secret = (TEST if test else LIVE) + body
-    return NewKey(secret=secret, prefix=display_prefix(secret), sha256=hash_secret(secret))
+    secret = kind + body
+    return NewKey(secret=secret, prefix=secret[:display_len], sha256=hash_secret(secret))
+
+
+def generate(*, test: bool = False) -> NewKey:
+    return mint(TEST if test else LIVE, DISPLAY_PREFIX_LEN)
 
 
 def hash_secret(secret: str) -> str:

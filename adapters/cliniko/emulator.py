@@ -39,6 +39,7 @@ import binascii
 import datetime
 import fnmatch
 import itertools
+import math
 import re
 import threading
 import time
@@ -66,6 +67,7 @@ from adapters.emulation import (
     RawResponse,
     Scope,
     Traffic,
+    WindowLimiter,
     build_emulator_app,
 )
 
@@ -325,29 +327,6 @@ def apply_filters(
 # ---------------------------------------------------------------------------------------------- rate limit
 
 
-class RateLimiter:
-    """A fixed one-minute window per user (the key without its shard suffix)."""
-
-    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
-        self.limit = limit
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._windows: dict[str, tuple[float, int]] = {}
-
-    def hit(self, user: str) -> int | None:
-        """Count a request; returns the reset epoch second if the user is over the limit."""
-        now = self.clock()
-        with self._lock:
-            start, count = self._windows.get(user, (now, 0))
-            if now >= start + 60:
-                start, count = now, 0
-            count += 1
-            self._windows[user] = (start, count)
-            if count > self.limit:
-                return int(start + 60) + (0 if (start + 60).is_integer() else 1)
-        return None
-
-
 # ---------------------------------------------------------------------------------------------- the emulator
 
 
@@ -370,7 +349,7 @@ class ClinikoEmulator(Emulator):
         self.clock = clock
         self.faults = FaultInjector()
         self.traffic = Traffic(max_exchanges)
-        self.rate_limiter = RateLimiter(rate_limit_per_minute, clock)
+        self.rate_limiter = WindowLimiter(rate_limit_per_minute, clock)
         self.zone = zoneinfo.ZoneInfo(seed.time_zone)
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -466,7 +445,7 @@ class ClinikoEmulator(Emulator):
             return RawResponse(406, b"", None)
         reset = self.rate_limiter.hit(user)
         if reset is not None:
-            return self._too_many(reset)
+            return self._too_many(math.ceil(reset))  # X-RateLimit-Reset is whole epoch seconds
         return None
 
     def _authenticate(self, header: str | None) -> str | None:

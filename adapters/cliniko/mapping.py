@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-import phonenumbers
-
+from adapters import phones
 from adapters.base import AdapterContext
 from adapters.cliniko import wire
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
@@ -109,14 +108,8 @@ def region_of_shard(shard: str) -> str | None:
 def e164(phone: wire.PhoneNumber, region: str | None) -> str | None:
     """E.164 when the number parses (in the location's region for national formats), else Cliniko's own form."""
     for candidate in (phone.number, phone.normalized_number):
-        if not candidate:
-            continue
-        try:
-            parsed = phonenumbers.parse(candidate, region)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(parsed):
-            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        if (number := phones.e164(candidate, region)) is not None:
+            return number
     return phone.normalized_number or phone.number
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-import phonenumbers
-
+from adapters import phones
 from adapters.base import AdapterContext
 from adapters.jane import wire
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
@@ -95,15 +94,7 @@ def _utc_or_none(moment: datetime | None) -> datetime | None:
 
 
 def e164(number: str | None, region: str) -> str | None:
-    if not number:
-        return None
-    try:
-        parsed = phonenumbers.parse(number, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return phones.e164(number, region)
 
 
 def patient_of(patient: wire.Patient, region: str) -> Patient:

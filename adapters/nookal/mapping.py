@@ -12,8 +12,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-import phonenumbers
 
+from adapters import phones
 from adapters.nookal import wire
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.catalog import Location, Practitioner, Service
@@ -178,15 +178,7 @@ def region_of(country: str | None) -> str | None:
 
 def e164(number: str | None, region: str | None) -> str | None:
     s = text(number)
-    if s is None:
-        return None
-    try:
-        parsed = phonenumbers.parse(s, region)
-    except phonenumbers.NumberParseException:
-        return s
-    if phonenumbers.is_valid_number(parsed):
-        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    return s
+    return phones.e164(s, region) or s
 
 
 def patient_of(p: wire.Patient, region: str | None, zone: ZoneInfo) -> Patient:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, date, datetime, timedelta
-from importlib.resources import files
 from zoneinfo import ZoneInfo
 
-import phonenumbers
-
+from adapters import phones
 from adapters.base import AdapterContext
 from adapters.practicebetter import wire
 from adapters.practicebetter.settings import PracticeBetterSettings
@@ -82,26 +79,9 @@ def appointment_of(
     )
 
 
-@functools.cache
-def _zone_countries() -> dict[str, str]:
-    """tzdata's zone.tab: a zone's country is the region a national phone number most likely belongs to."""
-    text = files("tzdata").joinpath("zoneinfo", "zone.tab").read_text(encoding="utf-8")
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split("\t")
-        if not line.startswith("#") and len(parts) >= 3:
-            out[parts[2]] = parts[0]
-    return out
-
-
 def e164(number: str, time_zone: str) -> str:
-    try:
-        parsed = phonenumbers.parse(number, _zone_countries().get(time_zone))
-    except phonenumbers.NumberParseException:
-        return number
-    if phonenumbers.is_possible_number(parsed):
-        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    return number
+    """E.164 in the location's region, else the number as Practice Better holds it."""
+    return phones.e164(number, phones.region_for_zone(time_zone)) or number
 
 
 def birth_date(value: str | None) -> date | None:

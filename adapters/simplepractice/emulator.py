@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import math
 import threading
 import time
 import zoneinfo
@@ -56,6 +57,7 @@ from adapters.emulation import (
     RawResponse,
     Scope,
     Traffic,
+    WindowLimiter,
     build_emulator_app,
 )
 from adapters.simplepractice import wire
@@ -222,28 +224,6 @@ def _decode(body: bytes, type_: type[R]) -> R:
         raise ApiError(400, "Malformed JSON") from None
 
 
-class RateLimiter:
-    """A fixed one-minute window per session."""
-
-    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
-        self.limit = limit
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._window = (0.0, 0)
-
-    def hit(self) -> int | None:
-        """Count a request; seconds until the window resets if over the limit."""
-        now = self.clock()
-        with self._lock:
-            start, count = self._window
-            if now >= start + 60:
-                start, count = now, 0
-            self._window = (start, count + 1)
-            if count + 1 > self.limit:
-                return max(1, int(start + 60 - now + 0.999))
-        return None
-
-
 # ---------------------------------------------------------------------------------------------- the emulator
 
 
@@ -267,7 +247,7 @@ class SimplePracticeEmulator(Emulator):
         self.clock = clock
         self.faults = FaultInjector()
         self.traffic = Traffic(max_exchanges)
-        self.rate_limiter = RateLimiter(rate_limit_per_minute, clock)
+        self.rate_limiter = WindowLimiter(rate_limit_per_minute, clock)
         self.zone = zoneinfo.ZoneInfo(seed.time_zone)
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -366,8 +346,9 @@ class SimplePracticeEmulator(Emulator):
             return _error(401, "Unauthorized")
         if scope["method"] not in ("GET", "HEAD") and headers.get("x-csrf-token") != self.csrf_token:
             return _error(403, "Invalid authenticity token")
-        wait = self.rate_limiter.hit()
-        if wait is not None:
+        reset = self.rate_limiter.hit()
+        if reset is not None:
+            wait = max(1, math.ceil(reset - self.clock()))
             return _error(429, "Too Many Requests", [("Retry-After", str(wait))])
         return None
 

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 
+from adapters import phones
 from adapters.base import AdapterContext
 from adapters.simplepractice import wire
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
@@ -146,13 +147,7 @@ def appointment_of(appointment: wire.Appointment, context: AdapterContext) -> Ap
 
 
 def e164(number: str) -> str | None:
-    try:
-        parsed = phonenumbers.parse(number, DEFAULT_REGION)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return phones.e164(number, DEFAULT_REGION)
 
 
 def national_digits(number: str) -> str:

@@ -3,31 +3,14 @@ only the SHA-256 and a display prefix are stored; the token itself lives in the 
 
 from __future__ import annotations
 
-import base64
-import secrets
-
-import msgspec
-
-from gateway.apikeys import hash_secret
+from gateway.apikeys import NewKey, mint
 
 PREFIX = "egw_ghl_"
-RANDOM_BYTES = 32
 DISPLAY_PREFIX_LEN = 16  # "egw_ghl_" + 8 characters (40 bits)
 
 
-class NewToken(msgspec.Struct, frozen=True, kw_only=True):
-    secret: str
-    prefix: str
-    sha256: str
-
-    def __repr__(self) -> str:
-        return f"NewToken(prefix={self.prefix!r})"
-
-
-def generate() -> NewToken:
-    body = base64.b32encode(secrets.token_bytes(RANDOM_BYTES)).decode("ascii").rstrip("=").lower()
-    secret = PREFIX + body
-    return NewToken(secret=secret, prefix=secret[:DISPLAY_PREFIX_LEN], sha256=hash_secret(secret))
+def generate() -> NewKey:
+    return mint(PREFIX, DISPLAY_PREFIX_LEN)
 
 
 def looks_like_token(value: str) -> bool:
