@@ -10,6 +10,7 @@ import httpx
 import msgspec
 
 from adapters.errors import Unsupported
+from adapters.pacing import RateLimit
 from schemas.appointments import Appointment
 from schemas.availability import Slot
 from schemas.catalog import Location, Practitioner, Service
@@ -76,6 +77,9 @@ class EMRAdapter(ABC, Generic[S, C]):
     credentials_type: ClassVar[type[Credentials]]
     verified_against: ClassVar[str]
     default_poll_seconds: ClassVar[int] = 300
+    # What one set of credentials may send, as token buckets (all must allow a request). Shared by every replica
+    # and worker holding the credentials; operators override them with EGW_EMR_RATE_LIMITS.
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=1.0, burst=5),)
 
     def __init__(self, settings: S, credentials: C, http: httpx.AsyncClient, context: AdapterContext) -> None:
         self.settings = settings

@@ -157,11 +157,13 @@ def default_seed() -> EmulatorSeed:
 
 
 class WindowLimiter:
-    """A fixed one-minute window per caller, opened by its first request: the model of "N requests per minute"."""
+    """A fixed window per caller (one minute unless a test shortens it), opened by its first request: the model of
+    "N requests per minute"."""
 
-    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+    def __init__(self, limit: int, clock: Callable[[], float], window: float = 60.0) -> None:
         self.limit = limit
         self.clock = clock
+        self.window = window
         self._lock = threading.Lock()
         self._windows: dict[str, tuple[float, int]] = {}
 
@@ -170,12 +172,12 @@ class WindowLimiter:
         now = self.clock()
         with self._lock:
             start, count = self._windows.get(caller, (now, 0))
-            if now >= start + 60:
+            if now >= start + self.window:
                 start, count = now, 0
             count += 1
             self._windows[caller] = (start, count)
             if count > self.limit:
-                return start + 60
+                return start + self.window
         return None
 
 
@@ -186,6 +188,7 @@ class EmulatorStats(msgspec.Struct):
     requests: int
     appointments: int
     active_appointments: int
+    rate_limited: int = 0  # requests answered 429 (the EMR's limit or an injected fault)
 
 
 class Exchange(msgspec.Struct, kw_only=True):
@@ -212,6 +215,7 @@ class Traffic:
     def __init__(self, max_exchanges: int = 2000) -> None:
         self._lock = threading.Lock()
         self.requests = 0
+        self.rate_limited = 0
         self.exchanges: collections.deque[Exchange] = collections.deque(maxlen=max_exchanges)
 
     def count(self) -> None:
@@ -221,6 +225,8 @@ class Traffic:
     def record(self, exchange: Exchange) -> None:
         with self._lock:
             self.exchanges.append(exchange)
+            if exchange.status == 429:
+                self.rate_limited += 1
 
 
 class RawResponse(msgspec.Struct):

@@ -30,6 +30,7 @@ import httpx
 import msgspec
 
 from bench.overhead import (
+    EMR_BUDGETS_OFF,
     HUGE,
     PG_ENVS,
     RESULTS_DIR,
@@ -342,6 +343,7 @@ def gateway_env(database_url: str, master_key: str, log_level: str, overrides: d
         "EGW_DATABASE_URL": database_url,
         "EGW_MASTER_KEY": master_key,
         "EGW_RATE_LIMIT_PER_MINUTE": str(HUGE),
+        "EGW_EMR_RATE_LIMITS": EMR_BUDGETS_OFF,
         "EGW_LOG_LEVEL": log_level,
         "EGW_WEBHOOK_ALLOWED_SUBNETS": LOOPBACK,
         **overrides,

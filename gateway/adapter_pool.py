@@ -7,15 +7,16 @@ import time
 
 import httpx
 
-from gateway.emr import AnyAdapter, build_adapter
+from gateway.emr import AnyAdapter, EMRPacing, build_adapter
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
 
 
 class AdapterPool:
-    def __init__(self, store: Store, http: httpx.AsyncClient, ttl_seconds: float) -> None:
+    def __init__(self, store: Store, http: httpx.AsyncClient, ttl_seconds: float, pacing: EMRPacing) -> None:
         self.store = store
         self.http = http
+        self.pacing = pacing
         self.ttl = ttl_seconds
         self._cache: dict[str, tuple[float, AnyAdapter]] = {}
         self._lock = asyncio.Lock()
@@ -38,6 +39,7 @@ class AdapterPool:
                 location_id=location.id,
                 time_zone=location.time_zone,
                 store=self.store,
+                pacing=self.pacing,
             )
             self._cache[location.id] = (now, adapter)
             return adapter

@@ -20,13 +20,11 @@ async def authenticate(request: Request[object, object, State], secret: str | No
     runtime = runtime_of(request.app.state)
     if not secret:
         raise Unauthorized("send the location's API key in the x-api-key header")
-    key = await runtime.store.authenticate(secret)
-    if key is None:
+    found = await runtime.store.authenticate_at(secret)
+    if found is None:  # unknown, revoked, or its location deleted (keys go with their location)
         raise Unauthorized("the API key is unknown or revoked")
-    location = await runtime.store.get_location(key.location_id)
-    if location is None:
-        raise Unauthorized("the API key's location no longer exists")
-    wait = runtime.limiter.take(key.id)
+    key, location = found
+    wait = await runtime.limiter.take(key.id)
     if wait is not None:
         raise TooManyRequests("too many requests for this API key", retry_after=wait)
     request.scope["egw_location_id"] = location.id  # type: ignore[typeddict-unknown-key]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
+from adapters.pacing import RateLimit
 from gateway.ghl.signatures import GHL_ED25519_PUBLIC_KEY, load_ed25519, load_rsa
 
 DEFAULT_DATABASE_URL = "sqlite:///./emr-gateway.db"
@@ -21,6 +22,12 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     emr_connect_timeout_seconds: float = 5.0
     max_body_bytes: int = 64 * 1024
     rate_limit_per_minute: int = 600
+    # Where per-API-key buckets live: "database" (shared by every replica), "memory" (this process), or "auto":
+    # the database on PostgreSQL, memory on SQLite (one `serve` process; its database write lock is the bottleneck).
+    rate_limit_store: str = "auto"
+    # Overrides of the adapters' own `rate_limits` per EMR slug; budgets always live in the database.
+    emr_rate_limits: dict[str, tuple[RateLimit, ...]] = msgspec.field(default_factory=dict)
+    emr_budget_max_wait_seconds: float = 10.0  # longer than this and the request is refused with Retry-After
     idempotency_ttl_seconds: int = 48 * 3600
     idempotency_lock_seconds: int = 120
     # -- webhook delivery (EGW_WEBHOOK_*) --
@@ -89,6 +96,34 @@ def _ghl_key(env: Mapping[str, str], name: str, default: str, load: Callable[[st
     return value
 
 
+RATE_LIMIT_STORES = ("auto", "database", "memory")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}")
+    return value
+
+
+def _emr_rate_limits(env: Mapping[str, str], name: str) -> dict[str, tuple[RateLimit, ...]]:
+    """JSON: {"cliniko": [{"per_second": 3, "burst": 20}], …}; checked here so a typo stops start-up."""
+    from adapters.registry import load_registry  # the registry imports every adapter: only when configured
+
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        limits = msgspec.json.decode(raw, type=dict[str, tuple[RateLimit, ...]])
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        example = '{"cliniko": [{"per_second": 3, "burst": 20}]}'
+        raise ValueError(f"{name} is not valid ({exc}); e.g. {example}") from None
+    unknown = sorted(set(limits) - set(load_registry()))
+    if unknown:
+        raise ValueError(f"{name} names unknown EMRs: {', '.join(unknown)}")
+    return limits
+
+
 def load_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
     env = os.environ if env is None else env
     base = GatewayConfig()
@@ -100,6 +135,9 @@ def load_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
         emr_connect_timeout_seconds=_num(env, "EGW_EMR_CONNECT_TIMEOUT_SECONDS", base.emr_connect_timeout_seconds),
         max_body_bytes=int(_num(env, "EGW_MAX_BODY_BYTES", base.max_body_bytes)),
         rate_limit_per_minute=int(_num(env, "EGW_RATE_LIMIT_PER_MINUTE", base.rate_limit_per_minute)),
+        rate_limit_store=_choice(env, "EGW_RATE_LIMIT_STORE", base.rate_limit_store, RATE_LIMIT_STORES),
+        emr_rate_limits=_emr_rate_limits(env, "EGW_EMR_RATE_LIMITS"),
+        emr_budget_max_wait_seconds=_num(env, "EGW_EMR_BUDGET_MAX_WAIT_SECONDS", base.emr_budget_max_wait_seconds),
         idempotency_ttl_seconds=int(_num(env, "EGW_IDEMPOTENCY_TTL_SECONDS", base.idempotency_ttl_seconds)),
         idempotency_lock_seconds=int(_num(env, "EGW_IDEMPOTENCY_LOCK_SECONDS", base.idempotency_lock_seconds)),
         webhook_retry_schedule=_seconds_list(env, "EGW_WEBHOOK_RETRY_SCHEDULE", base.webhook_retry_schedule),

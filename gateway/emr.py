@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import httpx
 import msgspec
 
 from adapters.base import AdapterContext, EMRAdapter
+from adapters.pacing import Budget, RateLimit, paced_client
 from adapters.registry import get_adapter_class
+from gateway.config import GatewayConfig
 from gateway.storage import pb_client_index
+from gateway.storage.rate_buckets import StoredBudget
 from gateway.storage.store import Store
 
 AnyAdapter: TypeAlias = EMRAdapter[Any, Any]
@@ -33,6 +38,32 @@ def decode_settings(emr: str, settings_json: bytes, credentials_json: bytes) -> 
     return settings, credentials
 
 
+class EMRPacing:
+    """Puts each adapter behind its EMR account's shared budget (`adapters.pacing`).
+
+    The account is named by a SHA-256 of the canonical credentials (API keys, client secrets and session cookies are
+    high-entropy, so the digest reveals nothing): every location, replica and worker holding them shares one budget.
+    """
+
+    def __init__(self, budget: Budget, overrides: Mapping[str, tuple[RateLimit, ...]], max_wait: float) -> None:
+        self.budget = budget
+        self.overrides = overrides
+        self.max_wait = max_wait
+
+    @classmethod
+    def for_config(cls, config: GatewayConfig, store: Store) -> EMRPacing:
+        return cls(StoredBudget(store), config.emr_rate_limits, config.emr_budget_max_wait_seconds)
+
+    def limits_for(self, cls: type[AnyAdapter]) -> tuple[RateLimit, ...]:
+        return self.overrides.get(cls.slug, cls.rate_limits)
+
+    def client(self, cls: type[AnyAdapter], credentials: msgspec.Struct, http: httpx.AsyncClient) -> httpx.AsyncClient:
+        digest = hashlib.sha256(msgspec.json.encode(credentials)).hexdigest()[:32]
+        key = f"emr:{cls.slug}:{digest}"
+        limits = self.limits_for(cls)
+        return paced_client(http, self.budget, key, limits, max_wait=self.max_wait, emr=cls.display_name)
+
+
 def build_adapter(
     emr: str,
     settings_json: bytes,
@@ -42,11 +73,14 @@ def build_adapter(
     location_id: str,
     time_zone: str,
     store: Store | None = None,
+    pacing: EMRPacing | None = None,
 ) -> AnyAdapter:
     """With `store`, adapters that keep per-location state (Practice Better's client index) get the shared,
     storage-backed kind instead of their in-memory default."""
     cls = get_adapter_class(emr)
     settings, credentials = decode_settings(emr, settings_json, credentials_json)
+    if pacing is not None:
+        http = pacing.client(cls, credentials, http)
     adapter = cls(settings, credentials, http, AdapterContext(location_id=location_id, time_zone=time_zone))
     if store is not None:
         pb_client_index.attach(adapter, store, location_id)

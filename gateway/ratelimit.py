@@ -1,26 +1,34 @@
-"""Per-API-key token bucket (in-process; a shared store replaces it when replicas must share limits)."""
+"""Per-API-key limits: a token bucket holding one minute's allowance, refilled evenly, in a shared or local budget."""
 
 from __future__ import annotations
 
 import math
-import time
+
+from adapters.pacing import Budget, LocalBudget, RateLimit
+from gateway.config import GatewayConfig
+from gateway.storage.rate_buckets import StoredBudget
+from gateway.storage.store import Store
 
 
-class RateLimiter:
-    def __init__(self, per_minute: int) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(max(per_minute, 1))
-        self._buckets: dict[str, tuple[float, float]] = {}
+def uses_database(config: GatewayConfig, store: Store) -> bool:
+    if config.rate_limit_store == "auto":
+        return store.backend == "postgresql"
+    return config.rate_limit_store == "database"
 
-    def take(self, key: str) -> int | None:
-        """Spend one token; None when allowed, else the seconds to wait."""
-        if self.rate <= 0:
+
+class ApiKeyLimiter:
+    def __init__(self, per_minute: int, budget: Budget) -> None:
+        self.limit = RateLimit(per_second=per_minute / 60.0, burst=per_minute) if per_minute > 0 else None
+        self.budget = budget
+
+    @classmethod
+    def for_config(cls, config: GatewayConfig, store: Store) -> ApiKeyLimiter:
+        budget: Budget = StoredBudget(store) if uses_database(config, store) else LocalBudget()
+        return cls(config.rate_limit_per_minute, budget)
+
+    async def take(self, key_id: str) -> int | None:
+        """Spend one request; None when allowed, else the whole seconds until one is."""
+        if self.limit is None:
             return None
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return None
-        self._buckets[key] = (tokens, now)
-        return max(1, math.ceil((1.0 - tokens) / self.rate))
+        grant = await self.budget.reserve(f"apikey:{key_id}", self.limit, 0.0)
+        return None if grant.granted else max(1, math.ceil(grant.wait))

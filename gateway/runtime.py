@@ -8,8 +8,9 @@ import msgspec
 from gateway.adapter_pool import AdapterPool
 from gateway.catalog import CatalogCache
 from gateway.config import GatewayConfig
+from gateway.emr import EMRPacing
 from gateway.metrics import Metrics
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import ApiKeyLimiter
 from gateway.storage.records import ApiKeyRecord, LocationRecord
 from gateway.storage.store import Store
 
@@ -20,9 +21,9 @@ class Runtime:
         self.store = store
         self.http = http
         self.metrics = metrics
-        self.adapters = AdapterPool(store, http, config.adapter_ttl_seconds)
+        self.adapters = AdapterPool(store, http, config.adapter_ttl_seconds, EMRPacing.for_config(config, store))
         self.catalogs = CatalogCache(config.catalog_ttl_seconds)
-        self.limiter = RateLimiter(config.rate_limit_per_minute)
+        self.limiter = ApiKeyLimiter.for_config(config, store)
 
 
 class Principal(msgspec.Struct, frozen=True):

@@ -19,6 +19,8 @@ def render() -> str:
     for cap in Capability:
         cells = ["yes" if cap in registry[s].capabilities else "no" for s in slugs]
         lines.append(f"| `{cap.value}` | " + " | ".join(cells) + " |")
+    budgets = [" and ".join(f"{r.burst} + {r.per_second:g}/s" for r in registry[s].rate_limits) for s in slugs]
+    lines.append("| request budget per account (burst + rate) | " + " | ".join(budgets) + " |")
     lines.append("| verified against | " + " | ".join(registry[s].verified_against for s in slugs) + " |")
     return "\n".join(lines)
 

@@ -30,6 +30,7 @@ from adapters.errors import (
     Unsupported,
 )
 from adapters.http import DEFAULT_RETRY, RetryPolicy
+from adapters.pacing import RateLimit
 from adapters.reconcile import AmbiguousWrite, reconciled, unknown
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.availability import Slot
@@ -78,6 +79,8 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
     # An idle poll costs 2 requests: every 60 s is 1 % of Cliniko's 200 requests/minute per user, leaving the rest for
     # bookings; a busy location (10 changed patients a minute) uses about 26 requests a minute.
     default_poll_seconds: ClassVar[int] = 60
+    # "200 per minute per user": a burst of 20 plus 3/s is at most 200 in any minute, however the window is aligned.
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=3.0, burst=20),)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.CUSTOM_DURATION,

@@ -340,6 +340,7 @@ class ClinikoEmulator(Emulator):
         api_key: str = DEFAULT_API_KEY,
         shard: str = "au1",
         rate_limit_per_minute: int = 200,
+        rate_limit_window_seconds: float = 60.0,  # tests shorten the minute to see a limit in seconds
         clock: Callable[[], float] = time.time,
         max_exchanges: int = 5000,
     ) -> None:
@@ -349,7 +350,7 @@ class ClinikoEmulator(Emulator):
         self.clock = clock
         self.faults = FaultInjector()
         self.traffic = Traffic(max_exchanges)
-        self.rate_limiter = WindowLimiter(rate_limit_per_minute, clock)
+        self.rate_limiter = WindowLimiter(rate_limit_per_minute, clock, rate_limit_window_seconds)
         self.zone = zoneinfo.ZoneInfo(seed.time_zone)
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -407,7 +408,12 @@ class ClinikoEmulator(Emulator):
         with self._lock:
             total = len(self.appointments)
             active = sum(1 for a in self.appointments.values() if a.active())
-        return EmulatorStats(requests=self.traffic.requests, appointments=total, active_appointments=active)
+        return EmulatorStats(
+            requests=self.traffic.requests,
+            appointments=total,
+            active_appointments=active,
+            rate_limited=self.traffic.rate_limited,
+        )
 
     def business_ids(self) -> list[str]:
         return list(self.businesses)

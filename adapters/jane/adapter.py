@@ -58,6 +58,7 @@ from adapters.http import DEFAULT_RETRY, RetryPolicy
 from adapters.jane import mapping, wire
 from adapters.jane.client import JaneClient, Params
 from adapters.jane.settings import JaneCredentials, JaneSettings, browser_tab_id_of
+from adapters.pacing import RateLimit
 from adapters.reconcile import AmbiguousWrite, unknown
 from schemas.appointments import Appointment
 from schemas.availability import Slot
@@ -111,6 +112,8 @@ class JaneAdapter(EMRAdapter[JaneSettings, JaneCredentials]):
     # throttles per endpoint per clinic (about 100 requests a minute on its partner API); every 2 minutes keeps the
     # gateway's polling far below that while patient-update webhooks still leave within a few minutes.
     default_poll_seconds: ClassVar[int] = 120
+    # "100 requests per minute per endpoint per clinic", kept as 100 a minute for all endpoints together (10 + 1.5/s).
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=1.5, burst=10),)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.CUSTOM_DURATION,

@@ -152,7 +152,12 @@ class JaneEmulator(Emulator):
             self._lapse_holds()
             total = len(self.appointments)
             active = sum(1 for a in self.appointments.values() if a.state not in INACTIVE and a.state != "reserved")
-        return EmulatorStats(requests=self.traffic.requests, appointments=total, active_appointments=active)
+        return EmulatorStats(
+            requests=self.traffic.requests,
+            appointments=total,
+            active_appointments=active,
+            rate_limited=self.traffic.rate_limited,
+        )
 
     def location_config(self, base_url: str, business_index: int = 0) -> tuple[bytes, bytes]:
         location_id = list(self.locations)[business_index]

@@ -72,6 +72,7 @@ from adapters.http import DEFAULT_RETRY, RetryPolicy
 from adapters.nookal import mapping, wire
 from adapters.nookal.client import NookalClient, NookalFailure
 from adapters.nookal.settings import NookalCredentials, NookalSettings
+from adapters.pacing import RateLimit
 from adapters.reconcile import AmbiguousWrite, reconciled, unknown
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.availability import Slot
@@ -116,6 +117,7 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
     # Nookal publishes no rate limit; integrators pace themselves at ~2 requests/s. An idle poll costs 2 requests
     # (patients and appointments by last_modified): every 120 s is negligible, and well inside ClinicSync's 5-45 min.
     default_poll_seconds: ClassVar[int] = 120
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=2.0, burst=5),)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.BOOK,

@@ -202,7 +202,12 @@ class NookalEmulator(Emulator):
         with self._lock:
             total = len(self.appointments)
             active = sum(1 for a in self.appointments.values() if not a.cancelled)
-        return EmulatorStats(requests=self.traffic.requests, appointments=total, active_appointments=active)
+        return EmulatorStats(
+            requests=self.traffic.requests,
+            appointments=total,
+            active_appointments=active,
+            rate_limited=self.traffic.rate_limited,
+        )
 
     def location_ids(self) -> list[str]:
         return list(self.locations)

@@ -36,6 +36,7 @@ import msgspec
 from adapters.base import AdapterContext, Capability, EMRAdapter
 from adapters.errors import AdapterError, NotFound, OutcomeUnknown, Rejected, SlotUnavailable, Unsupported
 from adapters.http import DEFAULT_RETRY, RetryPolicy
+from adapters.pacing import RateLimit
 from adapters.practicebetter import mapping, wire
 from adapters.practicebetter.client import Conflict, Params, PracticeBetterClient
 from adapters.practicebetter.index import (
@@ -98,6 +99,11 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
     # most ~860 of the 10,000 requests a day integrators cite, leaving the rest for bookings; Practice Better's own
     # webhooks make changes visible sooner where they are subscribed.
     default_poll_seconds: ClassVar[int] = 300
+    # 5 requests/s with bursts of 20 (kept at 4.5/s), and 10,000 a day (1,000 + 0.1/s is at most 9,640 in any day).
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = (
+        RateLimit(per_second=4.5, burst=20),
+        RateLimit(per_second=0.1, burst=1000),
+    )
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.CUSTOM_DURATION,

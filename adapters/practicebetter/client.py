@@ -1,5 +1,5 @@
-"""Practice Better's HTTP API through httpx: OAuth2 client credentials, the request budget, `{count, hasMore,
-items}` pagination, and status -> adapter error mapping.
+"""Practice Better's HTTP API through httpx: OAuth2 client credentials, `{count, hasMore, items}` pagination, and
+status -> adapter error mapping. The request budget is the gateway's (adapters.pacing), shared per credentials.
 
 Reads are retried (adapters.http); writes are sent exactly once, except after a 401 (nothing was applied: the token
 is re-minted once and the request sent again). When a write's outcome is unclear the client raises `AmbiguousWrite`
@@ -9,7 +9,6 @@ so the adapter can reconcile.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -75,7 +74,7 @@ def error_for(response: httpx.Response) -> AdapterError:
 
 
 class PracticeBetterClient:
-    """One per adapter instance; token and request budget are shared per credentials (see `limits`)."""
+    """One per adapter instance; the token is shared per credentials (see `limits`)."""
 
     def __init__(
         self,
@@ -84,7 +83,6 @@ class PracticeBetterClient:
         credentials: PracticeBetterCredentials,
         retry: RetryPolicy = DEFAULT_RETRY,
         tokens: limits.TokenCache = limits.TOKENS,
-        budget: limits.RequestBudget = limits.BUDGET,
     ) -> None:
         self.http = http
         self.settings = settings
@@ -92,7 +90,6 @@ class PracticeBetterClient:
         self.base_url = base_url_of(settings)
         self.retry = retry
         self.tokens = tokens
-        self.budget = budget
         secret = hashlib.sha256(credentials.client_secret.encode()).hexdigest()[:16]
         self.key = f"{self.base_url}|{credentials.client_id}|{secret}"
 
@@ -111,7 +108,6 @@ class PracticeBetterClient:
             form["scope"] = self.settings.scope
 
         async def send() -> httpx.Response:
-            await self._admit()
             return await self.http.post(self.url("oauth2/token"), data=form, headers={"Accept": "application/json"})
 
         try:
@@ -131,21 +127,8 @@ class PracticeBetterClient:
     async def token(self) -> str:
         return await self.tokens.get(self.key, self._mint)
 
-    async def _admit(self) -> None:
-        """Refuse at once during a 429 pause (do not spend the budget); otherwise wait for the bucket."""
-        paused = self.budget.paused_for(self.key)
-        if paused > 0:
-            raise RateLimited(
-                "Practice Better asked the gateway to slow down (Retry-After)", retry_after=max(1, math.ceil(paused))
-            )
-        await self.budget.acquire(self.key)
-
     def _headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-
-    def _note_rate_limit(self, response: httpx.Response) -> None:
-        if response.status_code == 429:
-            self.budget.pause(self.key, retry_after_of(response))
 
     # ------------------------------------------------------------------------------------------------ reads
 
@@ -155,7 +138,6 @@ class PracticeBetterClient:
             headers = self._headers(token)
 
             async def send() -> httpx.Response:
-                await self._admit()
                 return await self.http.get(
                     self.url(path),
                     params=list(params) if params else None,
@@ -166,7 +148,6 @@ class PracticeBetterClient:
                 response = await send_read(send, self.retry)
             except httpx.TransportError as exc:
                 raise map_transport_error(exc, EMR) from None
-            self._note_rate_limit(response)
             if response.status_code == 401 and attempt == 0:
                 self.tokens.invalidate(self.key, token)  # expired or revoked early: mint once more
                 continue
@@ -223,7 +204,6 @@ class PracticeBetterClient:
         content = body if isinstance(body, bytes) or body is None else msgspec.json.encode(body)
         for attempt in range(2):
             token = await self.token()
-            await self._admit()
             try:
                 response = await self.http.request(
                     method,
@@ -237,7 +217,6 @@ class PracticeBetterClient:
                         f"Practice Better could not be reached ({type(exc).__name__}); nothing was sent"
                     ) from None
                 raise AmbiguousWrite(type(exc).__name__) from None
-            self._note_rate_limit(response)
             if response.status_code == 401 and attempt == 0:
                 self.tokens.invalidate(self.key, token)
                 continue

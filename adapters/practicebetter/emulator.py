@@ -315,7 +315,12 @@ class PracticeBetterEmulator(Emulator):
         with self._lock:
             total = len(self.sessions)
             active = sum(1 for s in self.sessions.values() if not s.cancelled)
-        return EmulatorStats(requests=self.traffic.requests, appointments=total, active_appointments=active)
+        return EmulatorStats(
+            requests=self.traffic.requests,
+            appointments=total,
+            active_appointments=active,
+            rate_limited=self.traffic.rate_limited,
+        )
 
     def location_config(self, base_url: str, business_index: int = 0) -> tuple[bytes, bytes]:
         company = self.companies[self.company_ids()[business_index]]

@@ -1,6 +1,6 @@
-"""Process-wide, per-credential state every adapter instance of one practice shares: the OAuth token and the
-request budget. Adapters are rebuilt per location every few minutes (and per poll), so this state cannot live on
-the instance: a fresh instance must neither mint a new token nor start a fresh burst allowance.
+"""Process-wide, per-credential state every adapter instance of one practice shares: the OAuth token. Adapters
+are rebuilt per location every few minutes (and per poll), so it cannot live on the instance: a fresh instance must
+not mint a new token.
 """
 
 from __future__ import annotations
@@ -60,43 +60,4 @@ class TokenCache:
             del self._tokens[key]
 
 
-class RequestBudget:
-    """A token bucket per credential key (rate per second, burst) plus a pause after the EMR's 429 `Retry-After`."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self._guard = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-        self._paused_until: dict[str, float] = {}
-
-    def paused_for(self, key: str) -> float:
-        """Seconds left of a 429 pause (0: none)."""
-        with self._guard:
-            return max(0.0, self._paused_until.get(key, 0.0) - self.clock())
-
-    def pause(self, key: str, seconds: float) -> None:
-        with self._guard:
-            until = self.clock() + seconds
-            self._paused_until[key] = max(until, self._paused_until.get(key, 0.0))
-
-    def reserve(self, key: str) -> float:
-        """Takes one request's allowance; returns how long to wait before sending it (0: at once)."""
-        with self._guard:
-            now = self.clock()
-            tokens, at = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-            tokens -= 1.0
-            self._buckets[key] = (tokens, now)
-            return 0.0 if tokens >= 0 else -tokens / self.rate
-
-    async def acquire(self, key: str) -> None:
-        wait = self.reserve(key)
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-
-# 5 requests/s with bursts of 20 (integrators citing the swagger): stay a little under the sustained rate.
 TOKENS = TokenCache()
-BUDGET = RequestBudget(rate=4.5, burst=20)

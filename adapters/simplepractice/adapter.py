@@ -46,6 +46,7 @@ from adapters.errors import (
     SlotUnavailable,
 )
 from adapters.http import DEFAULT_RETRY, RetryPolicy
+from adapters.pacing import RateLimit
 from adapters.reconcile import AmbiguousWrite, reconciled, unknown
 from adapters.simplepractice import mapping, wire, writes
 from adapters.simplepractice.client import SimplePracticeClient
@@ -98,6 +99,8 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
     # last change, then ~6 months of the office's calendar), so every 5 minutes stays far below what the web app's
     # own calendar view sends while someone has it open.
     default_poll_seconds: ClassVar[int] = 300
+    # Unpublished; no faster than a person clicking through the web app.
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=2.0, burst=10),)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.CUSTOM_DURATION,

@@ -300,7 +300,12 @@ class SimplePracticeEmulator(Emulator):
         with self._lock:
             total = len(self.appointments)
             active = sum(1 for a in self.appointments.values() if a.active())
-        return EmulatorStats(requests=self.traffic.requests, appointments=total, active_appointments=active)
+        return EmulatorStats(
+            requests=self.traffic.requests,
+            appointments=total,
+            active_appointments=active,
+            rate_limited=self.traffic.rate_limited,
+        )
 
     def location_config(self, base_url: str, business_index: int = 0) -> tuple[bytes, bytes]:
         base = base_url.rstrip("/")

@@ -47,7 +47,7 @@ async def token_principal(request: Req, token: str) -> Principal:
     location = await runtime.store.get_location(record.location_id)
     if location is None:
         raise Unauthorized("the GHL path token's location no longer exists")
-    wait = runtime.limiter.take(record.id)
+    wait = await runtime.limiter.take(record.id)
     if wait is not None:
         raise TooManyRequests("too many requests for this GHL token", retry_after=wait)
     request.scope["egw_location_id"] = location.id  # type: ignore[typeddict-unknown-key]

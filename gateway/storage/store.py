@@ -277,6 +277,24 @@ class Store:
             ).first()
         return _key(row) if row is not None else None
 
+    async def authenticate_at(self, secret: str) -> tuple[ApiKeyRecord, LocationRecord] | None:
+        """`authenticate` and the key's location in one round trip (every API request asks for both)."""
+        digest = apikeys.hash_secret(secret)
+        k = api_keys.c
+        query = (
+            select(k.id.label("key_id"), k.prefix, k.created_at.label("key_created_at"), k.revoked_at, locations)
+            .join_from(api_keys, locations, k.location_id == locations.c.id)
+            .where(k.sha256 == digest, k.revoked_at.is_(None))
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        key = ApiKeyRecord(
+            id=row.key_id, location_id=row.id, prefix=row.prefix, created_at=row.key_created_at, revoked_at=None
+        )
+        return key, _location(row)
+
     async def revoke_key(self, prefix: str) -> int:
         async with self.write() as conn:
             result = await conn.execute(

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -290,4 +291,15 @@ pb_client_index_state = Table(
     metadata,
     Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True),
     Column("watermark", UTCDateTime, nullable=False),
+)
+
+# Token buckets shared by every replica and worker: per API key and per EMR account (never a secret: keys are
+# "apikey:<id>" and "emr:<slug>:<HMAC of the credentials>"). Times are the database's clock, in epoch seconds.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("key", String(120), primary_key=True),
+    Column("tokens", Float(precision=53), nullable=False),
+    Column("updated_at", Float(precision=53), nullable=False),
+    Column("granted", Boolean, nullable=False),
 )

@@ -20,7 +20,7 @@ from adapters.errors import AdapterError, RateLimited
 from adapters.registry import get_adapter_class
 from gateway.catalog import Catalog
 from gateway.config import GatewayConfig
-from gateway.emr import AnyAdapter, build_adapter
+from gateway.emr import AnyAdapter, EMRPacing, build_adapter
 from gateway.logsafe import log_unexpected
 from gateway.storage import sync as db
 from gateway.storage.records import LocationRecord
@@ -104,6 +104,7 @@ async def poll_location(
             location_id=location.id,
             time_zone=location.time_zone,
             store=store,
+            pacing=EMRPacing.for_config(config, store),
         )
         catalog = lazy_catalog(adapter)
         changes = await adapter.changes_since(state.cursor)

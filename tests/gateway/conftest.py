@@ -18,6 +18,7 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.crypto import Keyring
 from gateway.storage.store import Store
+from tests.limits import UNPACED
 
 T = TypeVar("T")
 
@@ -126,6 +127,7 @@ def running_harness(
                 "database_url": database_url,
                 "emr_timeout_seconds": 2.0,
                 "rate_limit_per_minute": 100_000,
+                "emr_rate_limits": UNPACED,
                 **(overrides or {}),
             }
         )

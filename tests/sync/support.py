@@ -19,6 +19,7 @@ from gateway.sync.scheduler import tick
 from gateway.webhooks.outbox import decode_event
 from schemas.webhooks import EventType, WebhookEvent
 from tests.gateway.conftest import Harness, run_sync
+from tests.limits import UNPACED
 
 TZ = "Australia/Melbourne"
 T = TypeVar("T")
@@ -106,7 +107,9 @@ class Sync:
 
     def __init__(self, h: Harness, **config: Any) -> None:
         self.h = h
-        self.config = GatewayConfig(database_url=h.database_url, poll_seconds=0.0, **config)
+        self.config = GatewayConfig(
+            **{"database_url": h.database_url, "poll_seconds": 0.0, "emr_rate_limits": UNPACED, **config}
+        )
         self.seen = 0
 
     def run(self, work: Callable[[Store, httpx.AsyncClient], Awaitable[T]]) -> T:

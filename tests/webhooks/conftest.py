@@ -18,6 +18,7 @@ from gateway.webhooks.outbox import new_event_id, publish_now
 from schemas.appointments import AppointmentStatus
 from schemas.webhooks import AppointmentEventData, AppointmentSummary, EventType, WebhookEvent
 from tests.gateway.conftest import Harness, _provision, run_sync, two_business_seed
+from tests.limits import UNPACED
 from tests.webhooks.receiver import Receiver
 
 # Milliseconds instead of hours: the same schedule shape as production (8 attempts).
@@ -96,7 +97,15 @@ def wh(database_url: str, keyring: Keyring, request: pytest.FixtureRequest) -> I
     emulator_thread = ServerThread(emulator.app())
     emulator_url = emulator_thread.start()
     sites = run_sync(_provision(database_url, keyring, emulator, emulator_url, len(seed.businesses), seed.time_zone))
-    config = GatewayConfig(**{"database_url": database_url, "rate_limit_per_minute": 100_000, **FAST, **overrides})
+    config = GatewayConfig(
+        **{
+            "database_url": database_url,
+            "rate_limit_per_minute": 100_000,
+            "emr_rate_limits": UNPACED,
+            **FAST,
+            **overrides,
+        }
+    )
     gateway_thread = ServerThread(create_app(config, keyring, worker=True))
     base_url = gateway_thread.start()
     try:

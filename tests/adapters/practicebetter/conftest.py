@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -12,6 +12,7 @@ import pytest
 
 from adapters.base import AdapterContext
 from adapters.emulation import SeedBusiness, ServerThread, default_seed
+from adapters.pacing import LocalBudget, paced_client
 from adapters.practicebetter.adapter import PracticeBetterAdapter
 from adapters.practicebetter.emulator import PracticeBetterEmulator
 from adapters.practicebetter.settings import PracticeBetterCredentials, PracticeBetterSettings
@@ -26,16 +27,20 @@ class PB:
     emulator: PracticeBetterEmulator
     base_url: str
     http: httpx.AsyncClient
+    budget: LocalBudget = field(default_factory=LocalBudget)  # one practice's budget, shared by its adapters
 
     def adapter(
-        self, business_index: int = 0, credentials: bytes | None = None, **settings: Any
+        self, business_index: int = 0, credentials: bytes | None = None, *, paced: bool = False, **settings: Any
     ) -> PracticeBetterAdapter:
+        """`paced`: behind Practice Better's documented budget, as the gateway builds it (adapters.pacing)."""
         settings_json, credentials_json = self.emulator.location_config(self.base_url, business_index)
         decoded = msgspec.json.decode(settings_json, type=dict[str, Any])
+        limits = PracticeBetterAdapter.rate_limits
+        http = paced_client(self.http, self.budget, "pb", limits, max_wait=5.0, emr="Practice Better")
         adapter = PracticeBetterAdapter(
             msgspec.convert({**decoded, **settings}, PracticeBetterSettings),
             msgspec.json.decode(credentials or credentials_json, type=PracticeBetterCredentials),
-            self.http,
+            http if paced else self.http,
             AdapterContext(location_id=LOCATION_ID, time_zone=self.emulator.seed.time_zone),
         )
         adapter.retry = FAST_RETRY

@@ -12,7 +12,8 @@ import pytest
 
 from adapters.emulation import Fault, FaultKind
 from adapters.errors import NotFound, RateLimited
-from adapters.practicebetter.limits import RequestBudget
+from adapters.pacing import Grant, LocalBudget
+from adapters.practicebetter.adapter import PracticeBetterAdapter
 from schemas.commands import AvailabilityQuery, BookCommand, NewPatient
 from schemas.patients import PatientQuery
 from tests.adapters.practicebetter.conftest import PB
@@ -69,7 +70,7 @@ async def test_token_request_is_client_credentials_form(pb: PB) -> None:
 
 
 async def test_retry_after_pauses_the_practice_without_sending(pb: PB) -> None:
-    adapter = pb.adapter()
+    adapter = pb.adapter(paced=True)
     await adapter.list_practitioners()
     pb.emulator.faults.add(Fault(kind=FaultKind.RATE_LIMIT, retry_after=30))
     with pytest.raises(RateLimited) as first:
@@ -77,18 +78,24 @@ async def test_retry_after_pauses_the_practice_without_sending(pb: PB) -> None:
     assert first.value.retry_after == 30
     sent = pb.emulator.traffic.requests
     with pytest.raises(RateLimited) as second:
-        await pb.adapter().list_practitioners()  # another instance of the same practice honours it too
+        await pb.adapter(paced=True).list_practitioners()  # another instance of the same practice honours it too
     assert 1 <= second.value.retry_after <= 30
     assert pb.emulator.traffic.requests == sent
 
 
 def test_budget_allows_a_burst_of_20_then_the_sustained_rate() -> None:
     now = [0.0]
-    budget = RequestBudget(rate=4.5, burst=20, clock=lambda: now[0])
-    assert [budget.reserve("k") for _ in range(20)] == [0.0] * 20
-    assert budget.reserve("k") == pytest.approx(1 / 4.5)
+    budget = LocalBudget(clock=lambda: now[0])
+    [limit, daily] = PracticeBetterAdapter.rate_limits
+    assert [budget.reserve_now("k", limit, 1.0) for _ in range(20)] == [Grant(True, 0.0)] * 20
+    held = budget.reserve_now("k", limit, 1.0)
+    assert held.granted
+    assert held.wait == pytest.approx(1 / 4.5)
     now[0] += 10.0  # refilled (capped at the burst)
-    assert [budget.reserve("k") for _ in range(20)] == [0.0] * 20
+    assert [budget.reserve_now("k", limit, 0.0) for _ in range(20)] == [Grant(True, 0.0)] * 20
+    assert not budget.reserve_now("k", limit, 0.0).granted  # no waiting allowed: refused, nothing taken
+    # 10,000 a day: never more than burst + rate x 1 day.
+    assert daily.burst + daily.per_second * 86_400 <= 10_000
 
 
 @pytest.mark.parametrize(

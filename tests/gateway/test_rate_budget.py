@@ -1,0 +1,51 @@
+"""The database-kept budget: one allowance however many processes (here: separate engines) draw on it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from adapters.pacing import Grant, RateLimit
+from gateway.crypto import Keyring
+from gateway.storage.rate_buckets import StoredBudget
+from gateway.storage.store import Store
+
+
+async def test_two_replicas_share_one_burst(database_url: str, keyring: Keyring, store: Store) -> None:
+    other = await Store.open(database_url, keyring)  # a second replica: its own engine and connection pool
+    try:
+        budgets = [StoredBudget(store), StoredBudget(other)]
+        limit = RateLimit(per_second=0.001, burst=10)  # no meaningful refill during the test
+        grants = await asyncio.gather(*(budgets[i % 2].reserve("apikey:k", limit, 0.0) for i in range(30)))
+    finally:
+        await other.close()
+    assert sum(g.granted for g in grants) == 10
+    refused = [g for g in grants if not g.granted]
+    assert all(g.wait > 900 for g in refused)  # a token every 1000 s
+
+
+async def test_reservations_queue_up_to_the_longest_wait_allowed(store: Store) -> None:
+    budget = StoredBudget(store)
+    limit = RateLimit(per_second=10.0, burst=2)
+    grants = [await budget.reserve("emr:x", limit, 1.0) for _ in range(15)]
+    granted = [g for g in grants if g.granted]
+    # 2 at once, then one every 0.1 s up to 1 s ahead (a little more refills while the test runs).
+    assert 12 <= len(granted) <= 13
+    assert granted[:2] == [Grant(True, 0.0), Grant(True, 0.0)]
+    waits = [g.wait for g in granted]
+    assert waits == sorted(waits)
+    assert waits[-1] <= 1.0
+    assert all(not g.granted and g.wait <= 0.2 for g in grants[len(granted) :])
+    other = await budget.reserve("emr:y", limit, 0.0)  # another account is untouched
+    assert other == Grant(True, 0.0)
+
+
+async def test_a_429_holds_every_holder_of_the_budget(store: Store) -> None:
+    budget = StoredBudget(store)
+    limit = RateLimit(per_second=5.0, burst=20)
+    assert (await budget.reserve("emr:z", limit, 0.0)).granted
+    await budget.penalize("emr:z", limit, 30.0)
+    held = await budget.reserve("emr:z", limit, 10.0)
+    assert not held.granted
+    assert held.wait == pytest.approx(20.0, abs=1.0)  # 30 s of silence, minus the 10 s it may wait

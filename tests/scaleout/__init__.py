@@ -1,0 +1,1 @@
+"""Scale-out: several `emr-gateway serve` (and `worker`) processes sharing one PostgreSQL."""
