@@ -32,7 +32,7 @@ openapi: $(STAMP)
 	$(BIN)/emr-gateway openapi > openapi/openapi.json
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --full $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

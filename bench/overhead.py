@@ -39,6 +39,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PG_ENVS = ("EGW_BENCH_POSTGRES_DSN", "EGW_TEST_POSTGRES_DSN")
 USER_AGENT = "EMR Gateway bench (bench@example.com)"
 HUGE = 10**9  # rate limits: off, in effect
+BENCH_PATIENTS = 300
 # The adapters' EMR budgets (Cliniko: 20 + 3 requests/s) would pace the gateway path to a few requests/s. This
 # measures the gateway's own cost, so they are out of reach, like the emulator's own limit.
 EMR_BUDGETS_OFF = msgspec.json.encode({"cliniko": [{"per_second": HUGE, "burst": HUGE}]}).decode()
@@ -73,6 +74,7 @@ class EmulatorInfo(msgspec.Struct):
     time_zone: str
     open_from: str
     open_until: str
+    patient_ids: list[str] = msgspec.field(default_factory=list)
 
 
 class Fixture(msgspec.Struct):
@@ -94,6 +96,9 @@ class Fixture(msgspec.Struct):
     time_zone: str
     open_from: str
     slots_per_day: int
+    # Bookings rotate over these: a clinic's bookings are spread over its patients, and after each booking the
+    # gateway re-reads the patient's appointments (for its webhooks), which one ever-growing patient would distort.
+    patient_ids: list[str] = msgspec.field(default_factory=list)
 
 
 class PhaseSpec(msgspec.Struct):
@@ -194,9 +199,13 @@ def emulator_process(conn: Connection, port: int) -> None:
     Ids are deterministic, so a fresh emulator on the same port is the same account to the gateway, only emptier.
     """
     from adapters.cliniko.emulator import ClinikoEmulator
-    from adapters.emulation import ServerThread, default_seed
+    from adapters.emulation import SeedPatient, ServerThread, default_seed
 
     seed = default_seed()
+    seed.patients += [
+        SeedPatient(first_name=f"Bench{i}", last_name="Patient", email=f"bench{i}@example.com")
+        for i in range(BENCH_PATIENTS)
+    ]
     emulator = ClinikoEmulator(seed, rate_limit_per_minute=HUGE)
     server = ServerThread(emulator.app(), port=port)
     base_url = server.start()
@@ -216,6 +225,7 @@ def emulator_process(conn: Connection, port: int) -> None:
         time_zone=seed.time_zone,
         open_from=seed.open_from,
         open_until=seed.open_until,
+        patient_ids=list(emulator.patients),
     )
     conn.send_bytes(msgspec.json.encode(info))
     with suppress(EOFError):
@@ -381,10 +391,14 @@ def _slot_start(fx: Fixture, index: int) -> tuple[str, str]:
     return practitioner, start.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _direct_appointment(fx: Fixture, practitioner: str, start: str) -> bytes:
+def _booking_patient(fx: Fixture, index: int) -> str:
+    return fx.patient_ids[index % len(fx.patient_ids)] if fx.patient_ids else fx.patient_id
+
+
+def _direct_appointment(fx: Fixture, practitioner: str, start: str, patient: str | None = None) -> bytes:
     return msgspec.json.encode(
         {
-            "patient_id": fx.patient_id,
+            "patient_id": patient or fx.patient_id,
             "practitioner_id": practitioner,
             "appointment_type_id": fx.service_id,
             "business_id": fx.business_id,
@@ -410,13 +424,14 @@ async def _send(client: httpx.AsyncClient, fx: Fixture, spec: PhaseSpec, index: 
         params = {"practitioner_id": fx.availability_practitioner, "service_id": fx.service_id, "from": day, "to": day}
         return (await client.get("/v1/availability", params=params)).status_code
     practitioner, start = _slot_start(fx, spec.slot_offset + index)
+    patient = _booking_patient(fx, spec.slot_offset + index)
     if direct:
-        body = _direct_appointment(fx, practitioner, start)
+        body = _direct_appointment(fx, practitioner, start, patient)
         return (await client.post("/v1/individual_appointments", content=body)).status_code
     book = {
         "practitioner": {"id": practitioner},
         "service": {"id": fx.service_id},
-        "patient": {"id": fx.patient_id},
+        "patient": {"id": patient},
         "start": start,
     }
     headers = {"Idempotency-Key": f"bench-{run_id}-{spec.slot_offset + index}"}
@@ -632,6 +647,7 @@ def _fixture(info: EmulatorInfo, gateway_url: str, gateway_key: str) -> Fixture:
         time_zone=info.time_zone,
         open_from=info.open_from,
         slots_per_day=_slots_per_day(info),
+        patient_ids=info.patient_ids,
     )
     fx.appointment_id = _seed_appointment(fx)
     return fx
@@ -777,6 +793,17 @@ def _git_state() -> dict[str, Any] | None:
         return None
 
 
+def write_report(out_dir: str | Path, benchmark: str, started: datetime.datetime, report: msgspec.Struct) -> Path:
+    """`<benchmark>-<UTC start>.json` and `<benchmark>-latest.json` (the same bytes) under `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    encoded = msgspec.json.format(msgspec.json.encode(report), indent=2)
+    path = out / f"{benchmark}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_bytes(encoded)
+    (out / f"{benchmark}-latest.json").write_bytes(encoded)
+    return path
+
+
 def machine_info() -> dict[str, Any]:
     import importlib.metadata
     import importlib.util
@@ -888,12 +915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary=summaries,
         comparisons=comparisons,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    encoded = msgspec.json.format(msgspec.json.encode(report), indent=2)
-    path = out / f"overhead-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_bytes(encoded)
-    (out / "overhead-latest.json").write_bytes(encoded)
+    path = write_report(args.out, "overhead", started, report)
     say("")
     say(table(summaries, comparisons))
     say(f"\nwrote {path}")

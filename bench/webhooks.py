@@ -51,6 +51,7 @@ from bench.overhead import (
     _stat,
     database,
     machine_info,
+    write_report,
 )
 
 LOOPBACK = "127.0.0.0/8"
@@ -975,12 +976,7 @@ def run(args: argparse.Namespace) -> int:
         throughput_runs=throughput_runs,
         throughput=throughput,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    encoded = msgspec.json.format(msgspec.json.encode(report), indent=2)
-    path = out / f"webhooks-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_bytes(encoded)
-    (out / "webhooks-latest.json").write_bytes(encoded)
+    path = write_report(args.out, "webhooks", started, report)
     say("")
     say(table(latency, throughput))
     say(f"\nwrote {path}")

@@ -32,7 +32,7 @@ T = TypeVar("T")
 P = TypeVar("P")
 EMR = "SimplePractice"
 PAGE_SIZE = 50
-MAX_PAGES = 200
+MAX_PAGES = 2000  # 100,000 records at 50 a page: a guard against a runaway `links.next`, not a size limit
 Params = Sequence[tuple[str, str]]
 
 SESSION_EXPIRED = (

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
-from adapters.pacing import Grant, RateLimit
+from adapters.pacing import Grant, RateLimit, retry_after_seconds
 from gateway.crypto import Keyring
 from gateway.storage.rate_buckets import StoredBudget
 from gateway.storage.store import Store
+
+NOW = 1_795_219_200.0  # Sat, 21 Nov 2026 00:00:00 GMT
 
 
 async def test_two_replicas_share_one_burst(database_url: str, keyring: Keyring, store: Store) -> None:
@@ -49,3 +52,20 @@ async def test_a_429_holds_every_holder_of_the_budget(store: Store) -> None:
     held = await budget.reserve("emr:z", limit, 10.0)
     assert not held.granted
     assert held.wait == pytest.approx(20.0, abs=1.0)  # 30 s of silence, minus the 10 s it may wait
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "30"}, 30.0),
+        ({"retry-after": "Sat, 21 Nov 2026 00:01:00 GMT"}, 60.0),
+        ({"x-ratelimit-reset": str(NOW + 45)}, 45.0),
+        ({"retry-after": "inf"}, 1.0),  # unusable: never a pause without end
+        ({"retry-after": "999999"}, 3600.0),
+        ({"retry-after": "soon", "x-ratelimit-reset": str(NOW + 5)}, 5.0),
+        ({}, 1.0),
+    ],
+)
+def test_how_long_an_emr_429_pauses_the_account(headers: dict[str, str], expected: float) -> None:
+    response = httpx.Response(429, headers=headers)
+    assert retry_after_seconds(response, now=NOW) == pytest.approx(expected)
