@@ -6,7 +6,10 @@ adapter's business (it must reconcile against the EMR before trying again).
 
 from __future__ import annotations
 
+import email.utils
+import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
@@ -78,6 +81,45 @@ async def send_read(send: Callable[[], Awaitable[httpx.Response]], policy: Retry
     )
     response: httpx.Response = await retrying(send)
     return response
+
+
+MAX_PAUSE = 3600.0  # an EMR header asking for more (or for "inf") must not silence an account for good
+
+
+def _seconds(value: str, now: float, *, epoch: bool) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        if epoch:
+            return None
+        try:
+            number = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
+        epoch = True
+    if not math.isfinite(number):
+        return None
+    return min(MAX_PAUSE, max(0.0, number - now if epoch else number))
+
+
+def retry_after_seconds(response: httpx.Response, *, default: float = 1.0, now: float | None = None) -> float:
+    """How long a 429 asks us to wait: `Retry-After` (seconds or an HTTP date) or `X-RateLimit-Reset` (a UNIX time,
+    Cliniko), at most an hour; `default` when the EMR says nothing usable."""
+    now = time.time() if now is None else now
+    retry_after = response.headers.get("retry-after", "").strip()
+    reset = response.headers.get("x-ratelimit-reset", "").strip()
+    for found in (
+        _seconds(retry_after, now, epoch=False) if retry_after else None,
+        _seconds(reset, now, epoch=True) if reset else None,
+    ):
+        if found is not None:
+            return found
+    return default
+
+
+def retry_after_of(response: httpx.Response, *, default: int, now: float | None = None) -> int:
+    """Whole seconds for `RateLimited.retry_after` (at least 1)."""
+    return max(1, math.ceil(retry_after_seconds(response, default=default, now=now)))
 
 
 def is_unsent(exc: httpx.TransportError) -> bool:

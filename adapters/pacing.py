@@ -9,7 +9,6 @@ request (reads, their retries, writes, token mints) is counted in one place, wha
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import http.cookiejar
 import math
 import threading
@@ -21,6 +20,7 @@ import httpx
 import msgspec
 
 from adapters.errors import RateLimited
+from adapters.http import retry_after_seconds
 
 
 class RateLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -90,40 +90,6 @@ class LocalBudget:
             now = self.clock()
             tokens, at = self._buckets.get(key, (float(limit.burst), now))
             self._buckets[key] = (min(refill(tokens, now - at, limit), -seconds * limit.per_second), now)
-
-
-MAX_PAUSE = 3600.0  # an EMR header asking for more (or for "inf") must not silence an account for good
-
-
-def _seconds(value: str, now: float, *, epoch: bool) -> float | None:
-    try:
-        number = float(value)
-    except ValueError:
-        if epoch:
-            return None
-        try:
-            number = email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError):
-            return None
-        epoch = True
-    if not math.isfinite(number):
-        return None
-    return min(MAX_PAUSE, max(0.0, number - now if epoch else number))
-
-
-def retry_after_seconds(response: httpx.Response, now: float | None = None) -> float:
-    """How long a 429 asks us to wait: `Retry-After` (seconds or an HTTP date) or `X-RateLimit-Reset` (a UNIX time,
-    Cliniko), at most an hour; 1 s when the EMR says nothing usable."""
-    now = time.time() if now is None else now
-    retry_after = response.headers.get("retry-after", "").strip()
-    reset = response.headers.get("x-ratelimit-reset", "").strip()
-    for found in (
-        _seconds(retry_after, now, epoch=False) if retry_after else None,
-        _seconds(reset, now, epoch=True) if reset else None,
-    ):
-        if found is not None:
-            return found
-    return 1.0
 
 
 class PacedTransport(httpx.AsyncBaseTransport):

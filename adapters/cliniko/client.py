@@ -6,7 +6,6 @@ out but no usable answer came back) the client raises `AmbiguousWrite` so the ad
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -25,7 +24,16 @@ from adapters.errors import (
     Rejected,
     Unavailable,
 )
-from adapters.http import DEFAULT_RETRY, RetryPolicy, error_fields, is_json, is_unsent, safe_message, send_read
+from adapters.http import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    error_fields,
+    is_json,
+    is_unsent,
+    retry_after_of,
+    safe_message,
+    send_read,
+)
 from adapters.http import transport_error as map_transport_error
 from adapters.reconcile import AmbiguousWrite
 
@@ -49,21 +57,6 @@ REFERENCE_FIELDS = {
     "business": "business_id",
     "business_id": "business_id",
 }
-
-
-def retry_after_of(response: httpx.Response, now: float | None = None) -> int:
-    """Seconds until Cliniko's `X-RateLimit-Reset` (a UNIX time), at least 1; `Retry-After` as a fallback."""
-    now = time.time() if now is None else now
-    reset = response.headers.get("x-ratelimit-reset")
-    if reset:
-        try:
-            return max(1, int(float(reset) - now + 0.999))
-        except ValueError:
-            pass
-    retry_after = response.headers.get("retry-after")
-    if retry_after and retry_after.strip().isdigit():
-        return max(1, int(retry_after))
-    return 60
 
 
 def error_for(response: httpx.Response) -> AdapterError:
@@ -93,7 +86,7 @@ def error_for(response: httpx.Response) -> AdapterError:
     if status == 429:
         return RateLimited(
             "Cliniko's rate limit (200 requests per minute per user) was reached",
-            retry_after=retry_after_of(response),
+            retry_after=retry_after_of(response, default=60),
             emr_status=status,
             emr_message=detail,
         )

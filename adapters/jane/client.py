@@ -15,7 +15,16 @@ import httpx
 import msgspec
 
 from adapters.errors import AdapterError, AuthFailed, InvalidReference, NotFound, RateLimited, Rejected, Unavailable
-from adapters.http import DEFAULT_RETRY, RetryPolicy, error_fields, is_json, is_unsent, safe_message, send_read
+from adapters.http import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    error_fields,
+    is_json,
+    is_unsent,
+    retry_after_of,
+    safe_message,
+    send_read,
+)
 from adapters.http import transport_error as map_transport_error
 from adapters.jane.settings import JaneCredentials, JaneSettings, base_url_of
 from adapters.reconcile import AmbiguousWrite
@@ -52,11 +61,6 @@ def _is_csrf_refusal(response: httpx.Response) -> bool:
     return response.status_code == 422 and not is_json(response)
 
 
-def retry_after_of(response: httpx.Response) -> int:
-    value = response.headers.get("retry-after", "").strip()
-    return max(1, int(value)) if value.isdigit() else 60
-
-
 def error_for(response: httpx.Response) -> AdapterError:
     """The adapter error for a non-2xx Jane answer; messages carry field names, never values."""
     status = response.status_code
@@ -81,7 +85,10 @@ def error_for(response: httpx.Response) -> AdapterError:
         return Rejected(f"Jane rejected the request ({listed})", emr_status=status, emr_message=detail)
     if status == 429:
         return RateLimited(
-            "Jane's rate limit was reached", retry_after=retry_after_of(response), emr_status=status, emr_message=detail
+            "Jane's rate limit was reached",
+            retry_after=retry_after_of(response, default=60),
+            emr_status=status,
+            emr_message=detail,
         )
     if status >= 500:
         return Unavailable(f"Jane answered {status}", emr_status=status, emr_message=detail)

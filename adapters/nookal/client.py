@@ -16,7 +16,7 @@ import httpx
 import msgspec
 
 from adapters.errors import AdapterError, AuthFailed, RateLimited, Rejected, Unavailable
-from adapters.http import DEFAULT_RETRY, RetryPolicy, is_json, is_unsent, scrub, send_read
+from adapters.http import DEFAULT_RETRY, RetryPolicy, is_json, is_unsent, retry_after_of, scrub, send_read
 from adapters.http import transport_error as map_transport_error
 from adapters.nookal import wire
 from adapters.nookal.settings import NookalCredentials, NookalSettings, base_url_of
@@ -41,11 +41,6 @@ class NookalFailure(Rejected):
         super().__init__(message, **kw)  # type: ignore[arg-type]
         self.code = code
         self.alerts = alerts
-
-
-def retry_after_of(response: httpx.Response) -> int:
-    value = response.headers.get("retry-after", "").strip()
-    return max(1, int(value)) if value.isdigit() else 60
 
 
 def _alerts(failure: wire.Failure) -> list[str]:
@@ -88,7 +83,7 @@ def error_for_status(response: httpx.Response) -> AdapterError | None:
     status = response.status_code
     if status == 429:
         return RateLimited(
-            "Nookal asked us to slow down (429)", retry_after=retry_after_of(response), emr_status=status
+            "Nookal asked us to slow down (429)", retry_after=retry_after_of(response, default=60), emr_status=status
         )
     if status >= 500:
         return Unavailable(f"Nookal answered {status}", emr_status=status)

@@ -16,7 +16,7 @@ import httpx
 import msgspec
 
 from adapters.errors import AdapterError, AuthFailed, NotFound, RateLimited, Rejected, Unavailable
-from adapters.http import DEFAULT_RETRY, RetryPolicy, is_json, is_unsent, safe_message, send_read
+from adapters.http import DEFAULT_RETRY, RetryPolicy, is_json, is_unsent, retry_after_of, safe_message, send_read
 from adapters.http import transport_error as map_transport_error
 from adapters.practicebetter import limits, wire
 from adapters.practicebetter.settings import PracticeBetterCredentials, PracticeBetterSettings, base_url_of
@@ -34,13 +34,6 @@ Params = Sequence[tuple[str, str]]
 
 class Conflict(Rejected):
     """409: a scheduling conflict on a session write, a duplicate on a client record create."""
-
-
-def retry_after_of(response: httpx.Response) -> int:
-    raw = response.headers.get("retry-after", "").strip()
-    if raw.isdigit():
-        return max(1, int(raw))
-    return 1  # no header: the documented budget refills a request in 0.2 s
 
 
 def error_for(response: httpx.Response) -> AdapterError:
@@ -64,7 +57,7 @@ def error_for(response: httpx.Response) -> AdapterError:
     if status == 429:
         return RateLimited(
             "Practice Better's rate limit (5 requests/s, bursts of 20) was reached",
-            retry_after=retry_after_of(response),
+            retry_after=retry_after_of(response, default=1),
             emr_status=status,
             emr_message=detail,
         )

@@ -16,7 +16,7 @@ import httpx
 import msgspec
 
 from adapters.errors import AdapterError, AuthFailed, InvalidReference, NotFound, RateLimited, Rejected, Unavailable
-from adapters.http import DEFAULT_RETRY, RetryPolicy, is_unsent, scrub, send_read
+from adapters.http import DEFAULT_RETRY, RetryPolicy, is_unsent, retry_after_of, scrub, send_read
 from adapters.http import transport_error as map_transport_error
 from adapters.reconcile import AmbiguousWrite
 from adapters.simplepractice import wire
@@ -88,11 +88,6 @@ def safe_message(response: httpx.Response) -> str:
     return "; ".join(parts) if parts else f"HTTP {response.status_code}"
 
 
-def retry_after_of(response: httpx.Response) -> int:
-    value = response.headers.get("retry-after", "").strip()
-    return max(1, int(value)) if value.isdigit() else 60
-
-
 def _pointer_field(error: wire.ErrorObject) -> str | None:
     pointer = (error.source.pointer or "") if error.source is not None else ""
     for part in reversed(pointer.strip("/").split("/")):
@@ -120,7 +115,7 @@ def error_for(response: httpx.Response) -> AdapterError:
     if status == 429:
         return RateLimited(
             "SimplePractice's rate limit was reached",
-            retry_after=retry_after_of(response),
+            retry_after=retry_after_of(response, default=60),
             emr_status=status,
             emr_message=detail,
         )

@@ -7,7 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from adapters.pacing import Grant, RateLimit, retry_after_seconds
+from adapters.http import retry_after_seconds
+from adapters.pacing import Grant, RateLimit
 from gateway.crypto import Keyring
 from gateway.storage.rate_buckets import StoredBudget
 from gateway.storage.store import Store
