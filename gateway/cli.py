@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "ghl-link": "gateway.commands.ghl_tokens",
     "rotate-master-key": "gateway.commands.rotate",
     "generate-master-key": "gateway.commands.rotate",
+    "healthcheck": "gateway.commands.healthcheck",
     "openapi": "gateway.commands.openapi",
     "support-matrix": "gateway.commands.matrix",
 }

@@ -10,8 +10,9 @@ import msgspec
 
 from adapters.pacing import RateLimit
 from gateway.ghl.signatures import GHL_ED25519_PUBLIC_KEY, load_ed25519, load_rsa
+from gateway.storage import urls
 
-DEFAULT_DATABASE_URL = "sqlite:///./emr-gateway.db"
+DEFAULT_DATABASE_URL = urls.DEFAULT_URL
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
@@ -128,7 +129,7 @@ def load_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
     env = os.environ if env is None else env
     base = GatewayConfig()
     return GatewayConfig(
-        database_url=env.get("EGW_DATABASE_URL") or DEFAULT_DATABASE_URL,
+        database_url=urls.from_env(env),
         catalog_ttl_seconds=_num(env, "EGW_CATALOG_TTL_SECONDS", base.catalog_ttl_seconds),
         adapter_ttl_seconds=_num(env, "EGW_ADAPTER_TTL_SECONDS", base.adapter_ttl_seconds),
         emr_timeout_seconds=_num(env, "EGW_EMR_TIMEOUT_SECONDS", base.emr_timeout_seconds),

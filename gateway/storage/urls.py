@@ -10,6 +10,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 ENV_URL = "EGW_DATABASE_URL"
+ENV_URL_FILE = "EGW_DATABASE_URL_FILE"
 DEFAULT_URL = "sqlite:///./emr-gateway.db"
 
 
@@ -18,8 +19,24 @@ class DatabaseURLError(ValueError):
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> str:
+    """EGW_DATABASE_URL, else the file EGW_DATABASE_URL_FILE names (a container secret: the URL carries the
+    password), else the SQLite default."""
     env = os.environ if environ is None else environ
-    return env.get(ENV_URL, "").strip() or DEFAULT_URL
+    url = env.get(ENV_URL, "").strip()
+    path = env.get(ENV_URL_FILE, "").strip()
+    if url and path:
+        raise DatabaseURLError(f"set {ENV_URL} or {ENV_URL_FILE}, not both")
+    if url:
+        return url
+    if path:
+        try:
+            url = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise DatabaseURLError(f"cannot read {ENV_URL_FILE} ({path}): {exc.strerror}") from None
+        if not url:
+            raise DatabaseURLError(f"{ENV_URL_FILE} ({path}) is empty")
+        return url
+    return DEFAULT_URL
 
 
 def _parse(url: str) -> URL:
