@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Generic, TypeVar
 
 import httpx
 import msgspec
 
+from adapters import probes, verify
 from adapters.errors import Unsupported
 from adapters.pacing import RateLimit
-from schemas.appointments import Appointment
+from adapters.verify import Written
+from schemas.appointments import Appointment, AppointmentStatus
 from schemas.availability import Slot
 from schemas.catalog import Location, Practitioner, Service
 from schemas.changes import ChangeSet
@@ -24,6 +27,7 @@ from schemas.commands import (
     RescheduleCommand,
 )
 from schemas.patients import Patient, PatientQuery
+from schemas.verify import SettingCheck, VerifyReport
 
 
 class Capability(enum.StrEnum):
@@ -61,8 +65,13 @@ class AdapterContext(msgspec.Struct, kw_only=True):
 
     location_id: str
     time_zone: str
+    # How long a write whose answer was lost is watched for before it is reported unknown (`adapters.reconcile`):
+    # twice the EMR request timeout, so an EMR finishing late behind a load balancer is still seen.
+    write_patience_seconds: float = 40.0
 
 
+_FIND_WINDOW = timedelta(minutes=1)
+_FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 S = TypeVar("S", bound=Settings)
 C = TypeVar("C", bound=Credentials)
 
@@ -80,6 +89,9 @@ class EMRAdapter(ABC, Generic[S, C]):
     # What one set of credentials may send, as token buckets (all must allow a request). Shared by every replica
     # and worker holding the credentials; operators override them with EGW_EMR_RATE_LIMITS.
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=1.0, burst=5),)
+    # Which setting governs each field a write can get wrong ("start", "end", "practitioner", "patient"), named in
+    # `emr_write_mismatch` so an operator knows what to check (e.g. Practice Better's duration unit).
+    write_settings: ClassVar[dict[str, str]] = {"start": "the location's time_zone"}
 
     def __init__(self, settings: S, credentials: C, http: httpx.AsyncClient, context: AdapterContext) -> None:
         self.settings = settings
@@ -94,14 +106,28 @@ class EMRAdapter(ABC, Generic[S, C]):
         if capability not in self.capabilities:
             raise Unsupported(f"{self.display_name} does not support {capability.value}")
 
+    async def book(self, command: BookCommand) -> Appointment:
+        """Book, then compare what the EMR stored with what was asked; a mismatch is cancelled and raised."""
+        written = await self._book(command)
+        return await verify.settle_booking(self.display_name, written, cancel=self.cancel, settings=self.write_settings)
+
+    async def reschedule(self, command: RescheduleCommand) -> Appointment:
+        """Move, then compare; a mismatch is moved back (or cancelled) and raised."""
+        written = await self._reschedule(command)
+        return await verify.settle_move(
+            self.display_name, written, move=self._reschedule, cancel=self.cancel, settings=self.write_settings
+        )
+
     @abstractmethod
-    async def book(self, command: BookCommand) -> Appointment: ...
+    async def _book(self, command: BookCommand) -> Written:
+        """Create the appointment; `stored` from the EMR's own answer or a read-back, `asked` from the command."""
+
+    @abstractmethod
+    async def _reschedule(self, command: RescheduleCommand) -> Written:
+        """Move the appointment; `previous` is how it was before (needed to move it back)."""
 
     @abstractmethod
     async def get_appointment(self, appointment_id: str) -> Appointment: ...
-
-    @abstractmethod
-    async def reschedule(self, command: RescheduleCommand) -> Appointment: ...
 
     @abstractmethod
     async def cancel(self, command: CancelCommand) -> Appointment: ...
@@ -135,9 +161,46 @@ class EMRAdapter(ABC, Generic[S, C]):
         slots = await self.availability(query)
         return min(slots, key=lambda s: s.start) if slots else None
 
+    async def find_booking(self, command: BookCommand) -> Appointment | None:
+        """The appointment `command` created, if the EMR holds one: the gateway's reconciler and a retry after a
+        crash ask this before anything is booked again. Read-only, except that an adapter whose booking has a
+        preliminary step (Jane's hold) releases a stray one it finds. Default: the patient's live appointments
+        starting then with that practitioner (and, where notes carry it, the operation's marker)."""
+        query = AppointmentQuery(
+            patient_id=command.patient_id,
+            start_from=command.start - _FIND_WINDOW,
+            start_to=command.start + _FIND_WINDOW,
+        )
+        found = [
+            a
+            for a in await self.list_appointments(query)
+            if a.status is not AppointmentStatus.CANCELLED
+            and a.practitioner_id == command.practitioner_id
+            and abs(a.start - command.start) < _FIND_WINDOW
+        ]
+        if command.operation_id is not None:
+            marked = [a for a in found if a.operation_id == command.operation_id]
+            if marked or any(a.operation_id is not None for a in found):
+                found = marked  # another operation's booking at the same time is not this one
+        # The earliest made (ids compared as numbers where they are: "10" is after "9").
+        return min(found, key=lambda a: (a.created_at or _FAR_FUTURE, len(a.id), a.id)) if found else None
+
     async def changes_since(self, cursor: str | None) -> ChangeSet:
         raise Unsupported(f"{self.display_name} has no change feed")
 
     async def check(self) -> None:
         """Prove the credentials and settings work (used by `locations add` and readiness)."""
         await self.list_locations()
+
+    async def verify(self) -> VerifyReport:
+        """Read-only probes of the live account (`locations verify`): each list the adapter uses, availability for
+        the next week, one appointment read, plus `verify_probes()`, and `observed_settings()`."""
+        return await probes.verify(self)
+
+    def verify_probes(self) -> list[tuple[str, probes.ProbeFn]]:
+        """The adapter's own read-only probes (e.g. one page of patients), as (name, probe) pairs."""
+        return []
+
+    async def observed_settings(self) -> list[SettingCheck]:
+        """For each setting evidence marks uncertain: what is configured and what the account shows."""
+        return []

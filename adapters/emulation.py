@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import contextlib
 import datetime
 import enum
 import socket
@@ -44,6 +45,23 @@ class FaultKind(enum.StrEnum):
     DROP = "drop"  # start the response then abort the connection
     TIMEOUT_AFTER_APPLY = "timeout_after_apply"  # apply the write, then sleep delay_ms before answering
     TIMEOUT_BEFORE_APPLY = "timeout_before_apply"  # sleep delay_ms, then answer 503 without applying anything
+    # Serve normally, but remove every member named `drop_field` from the JSON answer: an EMR that renamed or dropped
+    # a field (what `locations verify` and `emr_contract_changed` must name).
+    RESHAPE = "reshape"
+    # Apply a create or move, but store the start `shift_minutes` later and/or `length_minutes` long: an EMR that read
+    # the time in another zone or the length in another unit. Applied by each emulator's write handlers
+    # (`FaultInjector.misstore`), answered normally, so only a comparison with what was asked can notice.
+    MISSTORE = "misstore"
+    # Answer `status` (504, as a load balancer that gave up would) at once, and apply the write `delay_ms` later
+    # anyway: the EMR behind the proxy finished after the client stopped waiting.
+    APPLY_LATE = "apply_late"
+    # Refuse the request with the EMR's own error shape at `status` (422), its text quoting `message` (tests put a
+    # patient's name, e-mail and phone there: none may reach a caller or a log).
+    REJECT = "reject"
+
+
+# Kinds the shared fault layer applies; the others are applied inside an emulator's handlers.
+LAYER_KINDS = frozenset(set(FaultKind) - {FaultKind.MISSTORE})
 
 
 class Fault(msgspec.Struct, kw_only=True):
@@ -54,6 +72,22 @@ class Fault(msgspec.Struct, kw_only=True):
     status: int = 503
     retry_after: int = 1
     delay_ms: int = 0
+    drop_field: str | None = None  # RESHAPE
+    shift_minutes: int = 0  # MISSTORE
+    length_minutes: int | None = None  # MISSTORE
+    message: str | None = None  # REJECT
+    # Inactive until a request with this method has arrived: e.g. reads fail only once the create went through
+    # (the post-write race check).
+    armed_by: str | None = None
+
+    def misstored(
+        self, start: datetime.datetime, end: datetime.datetime
+    ) -> tuple[datetime.datetime, datetime.datetime]:
+        """(start, end) as a MISSTORE fault stores them."""
+        start = start + datetime.timedelta(minutes=self.shift_minutes)
+        if self.length_minutes is not None:
+            return start, start + datetime.timedelta(minutes=self.length_minutes)
+        return start, end + datetime.timedelta(minutes=self.shift_minutes)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -78,16 +112,27 @@ class FaultInjector:
         with self._lock:
             self._faults.clear()
 
-    def take(self, method: str, path: str) -> Fault | None:
-        """Consume one count of the first fault that matches, if any."""
+    def observe(self, method: str) -> None:
+        """Arm the faults waiting for a request with `method` (called for every request, before `take`)."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.armed_by is not None and fault.armed_by.upper() == method.upper():
+                    fault.armed_by = None
+
+    def take(self, method: str, path: str, kinds: frozenset[FaultKind] = LAYER_KINDS) -> Fault | None:
+        """Consume one count of the first armed fault of `kinds` that matches, if any."""
         with self._lock:
             for i, fault in enumerate(self._faults):
-                if fault.matches(method, path):
+                if fault.armed_by is None and fault.kind in kinds and fault.matches(method, path):
                     fault.count -= 1
                     if fault.count <= 0:
                         del self._faults[i]
                     return fault
         return None
+
+    def misstore(self, method: str, path: str) -> Fault | None:
+        """For an emulator's create/move handler: the MISSTORE fault this write should apply, if any."""
+        return self.take(method, path, frozenset({FaultKind.MISSTORE}))
 
 
 # ---------------------------------------------------------------------------------------------- seed
@@ -280,6 +325,13 @@ def plain_error(fault: Fault) -> RawResponse:
     return RawResponse(status=fault.status, body=b"Service Unavailable", content_type="text/plain; charset=utf-8")
 
 
+def json_rejection(fault: Fault) -> RawResponse:
+    """A REJECT in the common `{"message", "errors"}` shape; emulators whose EMR answers otherwise pass their own."""
+    text = fault.message or "Validation failed"
+    status = fault.status if fault.status != 503 else 422
+    return RawResponse(status=status, body=msgspec.json.encode({"message": text, "errors": {"base": [text]}}))
+
+
 def control_handlers(emulator: Emulator) -> list[Any]:
     """`POST|DELETE /_emulator/faults`, `GET /_emulator/stats` for one emulator."""
 
@@ -348,6 +400,8 @@ class _Recorder:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_headers.extend((k.decode("latin-1"), v.decode("latin-1")) for k, v in message["headers"])
+                if status in (204, 304):
+                    record()  # no body follows that a client would wait for: record before it can see the answer
             elif message["type"] == "http.response.body":
                 response_body.extend(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -360,23 +414,71 @@ class _Recorder:
             record()
 
 
+def _drop(value: object, name: str) -> object:
+    if isinstance(value, dict):
+        return {k: _drop(v, name) for k, v in value.items() if k != name}
+    if isinstance(value, list):
+        return [_drop(v, name) for v in value]
+    return value
+
+
+class _Reshaper:
+    """Buffers one response and removes every JSON member called `name` before sending it on (RESHAPE)."""
+
+    def __init__(self, send: Send, name: str) -> None:
+        self.send = send
+        self.name = name
+        self.start: Message | None = None
+        self.body = bytearray()
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.start = message
+            return
+        if message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.body.extend(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        assert self.start is not None
+        body = bytes(self.body)
+        headers = [(k, v) for k, v in self.start["headers"] if k.lower() != b"content-length"]
+        content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+        if b"json" in content_type:
+            with contextlib.suppress(msgspec.DecodeError):
+                body = msgspec.json.encode(_drop(msgspec.json.decode(body), self.name))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({**self.start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 class _FaultLayer:
     """Applies injected faults, then the emulator's gate (auth, rate limits), then the routes."""
 
     def __init__(
-        self, app: ASGIApp, faults: FaultInjector, rate_limited: FaultAnswer, server_error: FaultAnswer, gate: Gate
+        self,
+        app: ASGIApp,
+        faults: FaultInjector,
+        rate_limited: FaultAnswer,
+        server_error: FaultAnswer,
+        gate: Gate,
+        rejected: FaultAnswer,
     ) -> None:
         self.app = app
         self.faults = faults
         self.rate_limited = rate_limited
         self.server_error = server_error
         self.gate = gate
+        self.rejected = rejected
+        self._late: set[asyncio.Task[None]] = set()  # writes applied after their client was answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
             await self.app(scope, receive, send)
             return
         fault = self.faults.take(scope["method"], scope["path"])
+        self.faults.observe(scope["method"])
         if fault is None:
             await self._serve(scope, receive, send)
             return
@@ -392,6 +494,12 @@ class _FaultLayer:
             case FaultKind.TIMEOUT_BEFORE_APPLY:
                 await asyncio.sleep(delay)
                 await self.server_error(msgspec.structs.replace(fault, status=503)).send(send)
+            case FaultKind.APPLY_LATE:
+                await self._apply_late(scope, receive, send, fault)
+            case FaultKind.REJECT:
+                await self.rejected(fault).send(send)
+            case FaultKind.RESHAPE:
+                await self._serve(scope, receive, _Reshaper(send, fault.drop_field or ""))
             case FaultKind.TIMEOUT_AFTER_APPLY:
                 held: list[Message] = []
 
@@ -413,6 +521,37 @@ class _FaultLayer:
                 )
                 await send({"type": "http.response.body", "body": b'{"', "more_body": True})
 
+    async def _apply_late(self, scope: Scope, receive: Receive, send: Send, fault: Fault) -> None:
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        status = fault.status if fault.status != 503 else 504
+        await RawResponse(status=status, body=b"Gateway Timeout", content_type="text/plain").send(send)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return {"type": "http.disconnect"}
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        async def discard(message: Message) -> None:
+            return None
+
+        async def later() -> None:
+            await asyncio.sleep(fault.delay_ms / 1000)
+            await self._serve(dict(scope), replay, discard)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = self.gate(scope)
         if refusal is not None:
@@ -428,6 +567,7 @@ def build_emulator_app(
     traffic: Traffic,
     rate_limited: FaultAnswer,
     server_error: FaultAnswer = plain_error,
+    rejected: FaultAnswer = json_rejection,
     gate: Gate = lambda scope: None,
     exception_handlers: dict[Any, Any] | None = None,
     dependencies: Dependencies | None = None,
@@ -445,7 +585,7 @@ def build_emulator_app(
         logging_config=None,  # an emulator must not reconfigure the host process's logging
         debug=False,
     )
-    faulted = _FaultLayer(cast(ASGIApp, app.asgi_handler), emulator.faults, rate_limited, server_error, gate)
+    faulted = _FaultLayer(cast(ASGIApp, app.asgi_handler), emulator.faults, rate_limited, server_error, gate, rejected)
     app.asgi_handler = cast(Any, _Recorder(faulted, traffic))
     return app
 

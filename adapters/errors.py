@@ -61,3 +61,40 @@ class OutcomeUnknown(AdapterError):
 
 class Unsupported(AdapterError):
     """The EMR cannot do this operation at all."""
+
+
+class ContractChanged(AdapterError):
+    """The EMR answered with a shape the adapter cannot read (a required field missing or renamed, another type).
+
+    `path` is where (`$.treatments[0].scheduled_duration`) and `problem` what (`missing required field`,
+    `expected int, got str`): names and types only, never a value, so both may be shown and logged.
+    """
+
+    def __init__(self, message: str, *, path: str, problem: str, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.path = path
+        self.problem = problem
+
+
+class WriteMismatch(AdapterError):
+    """The EMR stored something other than what was asked (another zone, another length, another practitioner).
+
+    The write has been undone (`undone`) or could not be (`undone` False: a person must look at `appointment_id`).
+    `differences` are field names with minutes where they are times; `settings` name what governs each field.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        differences: list[tuple[str, int | None]],
+        settings: dict[str, str],
+        undone: bool,
+        appointment_id: str,
+        **kw: object,
+    ) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.differences = differences
+        self.settings = settings
+        self.undone = undone
+        self.appointment_id = appointment_id

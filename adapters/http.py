@@ -11,7 +11,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import httpx
 import msgspec
@@ -25,9 +25,10 @@ from tenacity import (
     wait_random,
 )
 
-from adapters.errors import AdapterError, Timeout, Unavailable
+from adapters.errors import AdapterError, ContractChanged, Timeout, Unavailable
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+T = TypeVar("T")
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,19 +135,21 @@ def transport_error(exc: httpx.TransportError, emr: str) -> AdapterError:
     return Unavailable(f"{emr} could not be reached ({type(exc).__name__})")
 
 
-_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
-_DIGITS = re.compile(r"\d[\d\s().+-]{2,}\d")
-_QUOTED = re.compile("\"[^\"]*\"|'[^']*'|\u201c[^\u201d]*\u201d")
-_MAX_MESSAGE = 160
+_TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+_CODE_KEYS = ("code", "error_code", "errorCode", "error", "type", "status")
+
+
+def code_of(value: object) -> str | None:
+    """A machine code from an EMR's error body (`item_not_found`, `L001`), never prose: prose can name a patient."""
+    if isinstance(value, str) and _TOKEN.match(value.strip()):
+        return value.strip()
+    return None
 
 
 def scrub(text: str) -> str:
-    """Remove what could be patient data from free text an EMR sent back: quoted values, emails, numbers."""
-    text = _QUOTED.sub("…", text)
-    text = _EMAIL.sub("…", text)
-    text = _DIGITS.sub("…", text)
-    text = " ".join(text.split())
-    return text[:_MAX_MESSAGE]
+    """An EMR's free text reduced to what is safe to show: a single machine code, else nothing. Prose is dropped
+    whole — a name needs no quotes, digits or @ to identify a patient ("Jane Citizen already has …")."""
+    return code_of(text) or ""
 
 
 def is_json(response: httpx.Response) -> bool:
@@ -169,7 +172,8 @@ def error_fields(response: httpx.Response) -> list[str]:
 
 
 def safe_message(response: httpx.Response) -> str:
-    """A short description of an EMR error body with no patient data: its top-level message and the field names."""
+    """What an EMR's error says, safe for problem bodies and logs: the status, a machine code if the body has one,
+    and the names of the fields it blames. Never the EMR's prose (it quotes values: names, e-mails, phones)."""
     status = response.status_code
     if not response.content:
         return f"HTTP {status}"
@@ -180,14 +184,71 @@ def safe_message(response: httpx.Response) -> str:
         body = msgspec.json.decode(response.content)
     except msgspec.DecodeError:
         return f"HTTP {status} with an unreadable JSON body"
-    parts: list[str] = []
+    parts = [f"HTTP {status}"]
     if isinstance(body, dict):
-        for key in ("message", "error", "title"):
-            value = body.get(key)
-            if isinstance(value, str) and value.strip():
-                parts.append(scrub(value))
-                break
+        code = next((c for key in _CODE_KEYS if (c := code_of(body.get(key))) is not None), None)
+        if code is not None:
+            parts.append(f"code {code}")
         fields = error_fields(response)
         if fields:
             parts.append("fields: " + ", ".join(fields))
-    return "; ".join(parts) if parts else f"HTTP {status}"
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+_AT = re.compile(r" - at `([^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `([^`]*)`$")
+_TYPES = re.compile(r"^Expected `([a-z]+)`, got `([a-z]+)`$")
+_EXPECTED = re.compile(r"^Expected `([a-z]+)`")
+
+
+def describe_shape_error(exc: msgspec.ValidationError | msgspec.DecodeError) -> tuple[str, str]:
+    """(path, problem) from a msgspec error, keeping field names and JSON types and dropping anything that can quote
+    a value (enum values, regexes, lengths), so the pair is safe for problem bodies, logs and `locations verify`."""
+    if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+        return "$", "not valid JSON"
+    text = str(exc)
+    at = _AT.search(text)
+    path = at.group(1) if at else "$"
+    head = text[: at.start()] if at else text
+    if missing := _MISSING.match(head):
+        return f"{path}.{missing.group(1)}", "missing required field"
+    if types := _TYPES.match(head):
+        return path, f"expected {types.group(1)}, got {types.group(2)}"
+    if head.startswith("Invalid enum value"):
+        return path, "a value outside the known set"
+    if expected := _EXPECTED.match(head):
+        return path, f"a {expected.group(1)} outside the expected format"
+    if head.startswith("Invalid") and "'" not in head and '"' not in head:
+        return path, head[0].lower() + head[1:]
+    return path, "an unreadable value"
+
+
+def contract_changed(
+    emr: str, exc: msgspec.ValidationError | msgspec.DecodeError, status: int | None
+) -> ContractChanged:
+    path, problem = describe_shape_error(exc)
+    return ContractChanged(
+        f"{emr} answered with a shape this adapter does not know: {problem} at {path}",
+        path=path,
+        problem=problem,
+        emr_status=status,
+    )
+
+
+def decode(content: bytes, type: type[T], *, emr: str, status: int | None = None) -> T:
+    """Decode an EMR's JSON into its wire Struct; a shape it no longer matches is `ContractChanged` naming the field.
+    Unknown extra fields are ignored (wire Structs never forbid them)."""
+    try:
+        return msgspec.json.decode(content, type=type)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise contract_changed(emr, exc, status) from None
+
+
+def convert(value: object, type: type[T], *, emr: str, status: int | None = None) -> T:
+    """`decode` for an already-parsed value (envelopes decoded in two steps)."""
+    try:
+        return msgspec.convert(value, type)
+    except msgspec.ValidationError as exc:
+        raise contract_changed(emr, exc, status) from None

@@ -9,6 +9,7 @@ request (reads, their retries, writes, token mints) is counted in one place, wha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.cookiejar
 import math
 import threading
@@ -90,6 +91,103 @@ class LocalBudget:
             now = self.clock()
             tokens, at = self._buckets.get(key, (float(limit.burst), now))
             self._buckets[key] = (min(refill(tokens, now - at, limit), -seconds * limit.per_second), now)
+
+
+class Batch(msgspec.Struct, frozen=True):
+    """`taken` whole tokens (0..n); with none, `wait` is how long until the bucket holds one."""
+
+    taken: int
+    wait: float
+
+
+class BatchBudget(Budget, Protocol):
+    """A shared budget that can hand out several whole tokens in one round trip, and take unused ones back."""
+
+    async def take_batch(self, key: str, limit: RateLimit, n: int) -> Batch:
+        """Up to `n` tokens available now (never debt)."""
+        ...
+
+    async def give_back(self, key: str, limit: RateLimit, n: int) -> None: ...
+
+
+class _Lease:
+    __slots__ = ("empty_until", "expires", "lock", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.expires = 0.0
+        self.empty_until = 0.0  # the shared bucket was empty: refuse without asking again until then
+        self.lock = asyncio.Lock()
+
+
+def batch_size(limit: RateLimit, seconds: float) -> int:
+    """About `seconds` of the limit's rate, at most half its burst (so one process cannot hold it all), at least 1."""
+    return max(1, min(limit.burst // 2, math.ceil(limit.per_second * seconds)))
+
+
+class LeasedBudget:
+    """A process's share of a shared budget: tokens are taken in batches (one round trip per batch, about
+    `batch_seconds` of the rate) and spent locally; what is left after `hold_seconds` goes back to the shared
+    bucket. Every token spent was granted by the shared bucket, so all processes together stay within the limit;
+    when the bucket is empty, each request waits its turn there (the shared budget's own debt rule)."""
+
+    def __init__(self, shared: BatchBudget, *, batch_seconds: float = 0.5, hold_seconds: float = 1.0) -> None:
+        self.shared = shared
+        self.batch_seconds = batch_seconds
+        self.hold_seconds = hold_seconds
+        self._leases: dict[str, _Lease] = {}
+        self._returns: set[asyncio.Task[None]] = set()
+
+    def _lease(self, key: str) -> _Lease:
+        lease = self._leases.get(key)
+        if lease is None:
+            lease = self._leases[key] = _Lease()
+        return lease
+
+    async def reserve(self, key: str, limit: RateLimit, max_wait: float) -> Grant:
+        lease = self._lease(key)
+        now = time.monotonic()
+        if lease.tokens >= 1 and now < lease.expires:
+            lease.tokens -= 1
+            return Grant(True, 0.0)
+        if max_wait <= 0 and now < lease.empty_until:
+            return Grant(False, lease.empty_until - now)  # refused without a round trip (an API key over its limit)
+        async with lease.lock:
+            now = time.monotonic()
+            if lease.tokens >= 1 and now < lease.expires:
+                lease.tokens -= 1
+                return Grant(True, 0.0)
+            if max_wait <= 0 and now < lease.empty_until:
+                return Grant(False, lease.empty_until - now)
+            batch = await self.shared.take_batch(key, limit, batch_size(limit, self.batch_seconds))
+            if batch.taken >= 1:
+                lease.tokens, lease.expires = batch.taken - 1, time.monotonic() + self.hold_seconds
+                if batch.taken > 1:
+                    self._schedule_return(key, limit, lease)
+                return Grant(True, 0.0)
+            if max_wait <= 0:
+                lease.empty_until = time.monotonic() + min(batch.wait, self.hold_seconds)
+                return Grant(False, batch.wait)
+        return await self.shared.reserve(key, limit, max_wait)  # at the limit: wait its turn in the shared queue
+
+    def _schedule_return(self, key: str, limit: RateLimit, lease: _Lease) -> None:
+        async def give_back() -> None:
+            await asyncio.sleep(self.hold_seconds)
+            async with lease.lock:
+                left, lease.tokens = int(lease.tokens), 0
+            if left >= 1:
+                # A token that cannot be returned counts as spent: that only errs on the side of sending less.
+                with contextlib.suppress(Exception):
+                    await self.shared.give_back(key, limit, left)
+
+        task = asyncio.get_running_loop().create_task(give_back())
+        self._returns.add(task)
+        task.add_done_callback(self._returns.discard)
+
+    async def penalize(self, key: str, limit: RateLimit, seconds: float) -> None:
+        lease = self._lease(key)
+        lease.tokens = 0  # the EMR said stop: what this process held is not spent either
+        await self.shared.penalize(key, limit, seconds)
 
 
 class PacedTransport(httpx.AsyncBaseTransport):

@@ -1,12 +1,18 @@
 """Writes are never blindly retried: one mechanism every adapter uses when a write's outcome is unclear.
 
-A write that timed out or lost its connection may have been applied. The adapter asks the EMR whether it landed
-(`landed`) before sending it once more; if that question cannot be answered, the outcome is unknown and the caller
-gets an operation id to quote. A 5xx answer to a write is looked up too, but never re-sent.
+A write that timed out, lost its connection, or got a gateway error from a proxy (502/504: the EMR behind it may
+still finish) may have been applied — now or later. The adapter keeps asking the EMR whether it landed (`landed`)
+for `patience` seconds (twice the request timeout by default, long enough for a slow EMR to finish behind a load
+balancer), adopts it when it appears, and otherwise answers `OutcomeUnknown` with the operation id, which the
+gateway's reconciler keeps watching. A create is never sent again (a late original would make two); an update or a
+cancel, which lands the same way twice, may be sent once more after the EMR confirmed the first did not land.
+A 503 (the EMR itself refusing) is looked up once and otherwise reported as nothing written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -14,6 +20,10 @@ from typing import TypeVar
 from adapters.errors import AdapterError, OutcomeUnknown, Unavailable
 
 T = TypeVar("T")
+
+DEFAULT_PATIENCE = 40.0
+# Statuses that can come from a proxy while the EMR behind it still finishes the write.
+AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
 
 
 class AmbiguousWrite(Exception):
@@ -25,11 +35,39 @@ class AmbiguousWrite(Exception):
         self.emr_status = emr_status
 
 
-def unknown(emr: str, what: str, cause: str) -> OutcomeUnknown:
+def unknown(emr: str, what: str, cause: str, operation_id: str | None = None) -> OutcomeUnknown:
     return OutcomeUnknown(
-        f"the {what} was sent to {emr} but no answer came back ({cause}) and checking failed",
-        operation_id=str(uuid.uuid4()),
+        f"the {what} was sent to {emr} but no answer came back ({cause}) and it has not appeared since",
+        operation_id=operation_id or str(uuid.uuid4()),
     )
+
+
+async def watch(
+    landed: Callable[[], Awaitable[T | None]], patience: float, *, first_look: bool = True
+) -> T | None:
+    """Ask `landed` until it finds the write or `patience` seconds pass; raises if the EMR cannot be asked at all.
+
+    Looks at once, then at growing intervals (a late apply is most likely soon after the timeout)."""
+    deadline = time.monotonic() + max(0.0, patience)
+    delay = max(0.05, min(1.0, patience / 20))
+    failures = 0
+    if not first_look:
+        await asyncio.sleep(delay)
+    while True:
+        try:
+            found = await landed()
+            failures = 0
+        except AdapterError:
+            failures += 1
+            if failures >= 3 or time.monotonic() >= deadline:
+                raise
+            found = None
+        if found is not None:
+            return found
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 5.0)
 
 
 async def reconciled(
@@ -38,14 +76,16 @@ async def reconciled(
     *,
     what: str,
     emr: str,
+    patience: float = DEFAULT_PATIENCE,
+    resend: bool = False,
+    operation_id: str | None = None,
 ) -> T:
-    """Send `write`; if its outcome is unclear, return what `landed` finds, else send it (once) again.
-
-    `landed` returns the result if the write is visible, None if the EMR confirms it is not, and raises if it cannot
-    tell. Gives up with Unavailable after two unclear attempts that were both confirmed not to have landed.
-    """
+    """Send `write`; if its outcome is unclear, watch for it with `landed` (result if visible, None if the EMR
+    confirms it is not, raises if it cannot tell). `resend`: only for writes that land the same way twice (a move
+    to the same time, a cancel), one more send after the first was confirmed absent for the whole patience."""
+    attempts = 2 if resend else 1
     cause = "no answer"
-    for _attempt in range(2):
+    for _attempt in range(attempts):
         try:
             return await write()
         except AmbiguousWrite as exc:
@@ -53,18 +93,23 @@ async def reconciled(
         except Unavailable as exc:
             if exc.emr_status is None or exc.emr_status < 500:
                 raise  # nothing was sent
-            # A 5xx to a write may still have applied it: look, but do not try again.
-            try:
-                result = await landed()
-            except AdapterError:
-                raise unknown(emr, what, f"{emr} answered {exc.emr_status}") from None
-            if result is not None:
-                return result
-            raise
+            if exc.emr_status not in AMBIGUOUS_STATUSES:
+                # The EMR itself refused (503): look once, but do not wait for a late apply or send again.
+                try:
+                    found = await landed()
+                except AdapterError:
+                    raise unknown(emr, what, f"{emr} answered {exc.emr_status}", operation_id) from None
+                if found is not None:
+                    return found
+                raise
+            cause = f"{emr} answered {exc.emr_status}"
         try:
-            result = await landed()
+            found = await watch(landed, patience)
         except AdapterError:
-            raise unknown(emr, what, cause) from None
-        if result is not None:
-            return result
-    raise Unavailable(f"{emr} did not answer the {what} twice ({cause}); checked, nothing was written")
+            raise unknown(emr, what, cause, operation_id) from None
+        if found is not None:
+            return found
+    if resend:  # sent twice, absent both times for the whole patience: an idempotent write that did not happen
+        raise Unavailable(f"{emr} did not answer the {what} twice ({cause}); checked, nothing was written")
+    # A create absent for the whole patience may still land late: only the gateway's reconciler can settle it.
+    raise unknown(emr, what, cause, operation_id)

@@ -27,11 +27,15 @@ from adapters.errors import (
     OutcomeUnknown,
     Rejected,
     SlotUnavailable,
+    Unavailable,
     Unsupported,
 )
 from adapters.http import DEFAULT_RETRY, RetryPolicy
+from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
+from adapters.probes import ProbeFn
 from adapters.reconcile import AmbiguousWrite, reconciled, unknown
+from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.availability import Slot
 from schemas.catalog import Location, Practitioner, Service
@@ -45,6 +49,7 @@ from schemas.commands import (
     RescheduleCommand,
 )
 from schemas.patients import Patient, PatientQuery
+from schemas.verify import SettingCheck
 
 T = TypeVar("T")
 
@@ -211,9 +216,24 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
         return conflicts.conflicts.exist
 
     async def _reconciled(
-        self, write: Callable[[], Awaitable[T]], landed: Callable[[], Awaitable[T | None]], what: str
+        self,
+        write: Callable[[], Awaitable[T]],
+        landed: Callable[[], Awaitable[T | None]],
+        what: str,
+        *,
+        create: bool = False,
+        operation_id: str | None = None,
     ) -> T:
-        return await reconciled(write, landed, what=what, emr=EMR_NAME)
+        """A create is watched for and never sent twice; an update or cancel may be sent once more."""
+        return await reconciled(
+            write,
+            landed,
+            what=what,
+            emr=EMR_NAME,
+            patience=self.context.write_patience_seconds,
+            resend=not create,
+            operation_id=operation_id,
+        )
 
     @staticmethod
     def _unknown(what: str, cause: str) -> OutcomeUnknown:
@@ -224,7 +244,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
     async def get_appointment(self, appointment_id: str) -> Appointment:
         return self._appointment(await self._fetch(appointment_id))
 
-    async def book(self, command: BookCommand) -> Appointment:
+    async def _book(self, command: BookCommand) -> Written:
         start = self._utc(command.start)
         if command.end is not None:
             end = self._utc(command.end)
@@ -252,26 +272,43 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
                     _q("starts_at", "<=", mapping.rfc3339(start)),
                 ],
             )
-            for candidate in found:
-                if (
-                    candidate.starts_at == start
-                    and candidate.appointment_type.id == command.service_id
-                    and mapping.status_of(candidate) is not AppointmentStatus.CANCELLED
-                ):
-                    return candidate
-            return None
+            mine = [
+                c
+                for c in found
+                if c.starts_at == start
+                and c.appointment_type.id == command.service_id
+                and mapping.status_of(c) is not AppointmentStatus.CANCELLED
+            ]
+            if command.operation_id is not None:
+                # The marker settles it: the same patient's other booking at that time is not this one.
+                marked = [c for c in mine if operation_of(c.notes) == command.operation_id]
+                mine = marked or [c for c in mine if operation_of(c.notes) is None]
+            return mine[0] if mine else None
 
-        created = await self._reconciled(create, landed, "booking")
+        created = await self._reconciled(create, landed, "booking", create=True, operation_id=command.operation_id)
         try:
             conflicted = await self._lost_race(created, command.practitioner_id)
         except AdapterError:
-            conflicted = False  # the calendar was free a moment ago; do not undo a good booking over a failed check
+            # Could not look: an unverifiable race check is not "no conflict". Withdraw rather than risk two.
+            await self._undo_race(created.id)
+            raise Unavailable(
+                "Cliniko could not confirm the slot was still free after booking; the booking was withdrawn"
+            ) from None
         if conflicted:
             await self._undo_race(created.id)
             raise SlotUnavailable("the slot was taken at the same moment; the new booking was cancelled")
-        return self._appointment(created)
+        asked = Asked(start=start, end=end, practitioner_id=command.practitioner_id, patient_id=command.patient_id)
+        return Written(stored=self._appointment(created), asked=asked)
 
     async def _undo_race(self, appointment_id: str) -> None:
+        """The losing duplicate is archived, not cancelled: the caller was never told it existed, so it must not
+        linger as a cancelled "ghost" in the clinic's calendar (Cliniko hides archived appointments). If archiving
+        fails it is cancelled with a note instead; if that fails too, a person must look."""
+        try:
+            await self.client.post_no_content(f"{APPOINTMENTS}/{appointment_id}/archive")
+            return
+        except (AdapterError, AmbiguousWrite):
+            pass
         body = wire.IndividualAppointmentCancel(
             cancellation_reason=mapping.cancel_code(CancelReason.OTHER), cancellation_note=RACE_NOTE
         )
@@ -279,12 +316,12 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
             await self.client.patch_no_content(f"{APPOINTMENTS}/{appointment_id}/cancel", body)
         except (AdapterError, AmbiguousWrite):
             raise OutcomeUnknown(
-                f"a double booking was detected and cancelling the new appointment {appointment_id} failed; "
+                f"a double booking was detected and withdrawing the new appointment {appointment_id} failed; "
                 "it needs a person to look at it",
                 operation_id=str(uuid.uuid4()),
             ) from None
 
-    async def reschedule(self, command: RescheduleCommand) -> Appointment:
+    async def _reschedule(self, command: RescheduleCommand) -> Written:
         current = await self._fetch(command.appointment_id)
         if mapping.status_of(current) is AppointmentStatus.CANCELLED:
             raise Rejected("a cancelled appointment cannot be rescheduled")
@@ -306,9 +343,11 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
         if practitioner_id != current.practitioner.id:
             body.practitioner_id = practitioner_id
         if command.notes is not None:
-            body.notes = command.notes
+            body.notes = with_marker(command.notes, operation_of(current.notes))  # the gateway's marker stays
+        previous = self._appointment(current)
+        asked = Asked(start=start, end=end, practitioner_id=practitioner_id)
         if body == wire.IndividualAppointmentUpdate():
-            return self._appointment(current)
+            return Written(stored=previous, asked=asked, previous=previous)
         if moves and await self._overlaps(practitioner_id, start, end, exclude_id=current.id):
             raise SlotUnavailable("the practitioner already has an appointment at that time")
 
@@ -320,21 +359,25 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
             applied = (
                 seen.starts_at == start
                 and seen.practitioner.id == practitioner_id
-                and (command.notes is None or seen.notes == command.notes)
+                and (command.notes is None or without_marker(seen.notes) == without_marker(command.notes))
             )
             return seen if applied else None
 
         updated = await self._reconciled(patch, landed, "reschedule")
-        if moves and await self._safe_conflicts(updated.id):
-            await self._undo_move(current)
-            raise SlotUnavailable("the new slot was taken at the same moment; the appointment was left where it was")
-        return self._appointment(updated)
-
-    async def _safe_conflicts(self, appointment_id: str) -> bool:
-        try:
-            return await self._has_conflicts(appointment_id)
-        except AdapterError:
-            return False
+        if moves:
+            try:
+                conflicted = await self._has_conflicts(updated.id)
+            except AdapterError:
+                await self._undo_move(current)
+                raise Unavailable(
+                    "Cliniko could not confirm the new slot was free; the appointment was moved back"
+                ) from None
+            if conflicted:
+                await self._undo_move(current)
+                raise SlotUnavailable(
+                    "the new slot was taken at the same moment; the appointment was left where it was"
+                )
+        return Written(stored=self._appointment(updated), asked=asked, previous=previous)
 
     async def _undo_move(self, previous: wire.IndividualAppointment) -> None:
         body = wire.IndividualAppointmentUpdate(
@@ -478,6 +521,33 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
             raise NotFound(
                 f"Cliniko has no business {self.business_id} in this account: check the location's business_id"
             ) from None
+
+    def verify_probes(self) -> list[tuple[str, ProbeFn]]:
+        async def patients() -> str:
+            page = await self.client.get("patients", wire.PatientList, [("per_page", "10")])
+            return f"a page of {len(page.patients)} patient(s)"
+
+        async def appointment_types() -> str:
+            page = await self.client.get("appointment_types", wire.AppointmentTypeList, [("per_page", "10")])
+            return f"a page of {len(page.appointment_types)} appointment type(s)"
+
+        return [("patients (one page)", patients), ("appointment types (one page)", appointment_types)]
+
+    async def observed_settings(self) -> list[SettingCheck]:
+        """Cliniko reads `available_times` dates in the business's zone (the account's, without advanced time-zone
+        support; evidence 2026-11 §1.2): the location's zone should be the business's, or a window's first or last
+        day shifts by a date."""
+        business = await self.client.get(f"businesses/{self.business_id}", wire.Business)
+        observed = business.time_zone_identifier
+        return [
+            SettingCheck(
+                setting="time_zone",
+                configured=self.context.time_zone,
+                observed=observed,
+                agrees=None if observed is None else observed == self.context.time_zone,
+                source="Cliniko business time_zone_identifier; evidence 2026-11 §1.2",
+            )
+        ]
 
     # ------------------------------------------------------------------------------------------------ availability
 

@@ -27,6 +27,7 @@ from adapters.errors import (
 from adapters.http import (
     DEFAULT_RETRY,
     RetryPolicy,
+    decode,
     error_fields,
     is_json,
     is_unsent,
@@ -172,24 +173,19 @@ class ClinikoClient:
                 emr_status=response.status_code,
                 emr_message=safe_message(response),
             )
-        try:
-            return msgspec.json.decode(response.content, type=type)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # The msgspec message names the path of the bad field, not its value.
-            raise Unavailable(
-                f"Cliniko answered with an unexpected shape: {exc}", emr_status=response.status_code
-            ) from None
+        return decode(response.content, type, emr="Cliniko", status=response.status_code)
 
     # ------------------------------------------------------------------------------------------------ writes
 
-    async def _write(self, method: str, path: str, body: msgspec.Struct) -> httpx.Response:
+    async def _write(self, method: str, path: str, body: msgspec.Struct | None) -> httpx.Response:
         """Send a write once. Unsent -> Unavailable; sent but unanswered -> AmbiguousWrite; non-2xx -> mapped error."""
+        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
         try:
             response = await self.http.request(
                 method,
                 self.url(path),
-                content=msgspec.json.encode(body),
-                headers={**self._headers, "Content-Type": "application/json"},
+                content=b"" if body is None else msgspec.json.encode(body),
+                headers=headers,
                 auth=self._auth,
             )
         except httpx.TransportError as exc:
@@ -210,6 +206,10 @@ class ClinikoClient:
 
     async def patch_no_content(self, path: str, body: msgspec.Struct) -> None:
         await self._write("PATCH", path, body)
+
+    async def post_no_content(self, path: str) -> None:
+        """A POST without a body (`…/archive`)."""
+        await self._write("POST", path, None)
 
     def _decode_written(self, response: httpx.Response, type: type[T]) -> T:
         """A 2xx whose body we cannot read still means the write happened: the adapter reconciles."""

@@ -26,7 +26,10 @@ Choices where the documentation is silent (UNCONFIRMED against the live API):
 - A naive `starts_at`/`ends_at` (no offset) is `422`: Cliniko wants UTC, and guessing a zone books the wrong hour.
 - `PATCH` that moves `starts_at` without `ends_at` keeps the stored `ends_at` (as the document reads: only `null`
   recomputes it), so an end before the start is `422`.
-- Cancelled appointments are listed by default (filter with `cancelled_at:!?` to drop them); archived ones are not.
+- Cancelled appointments are hidden unless the request filters on `cancelled_at` (`q[]=cancelled_at:*` opts them
+  back in), on lists and on GET by id alike (a 404 without it): two independent integrations say so (evidence
+  2026-11 §1.1: a Python client that sends `cancelled_at:*` even on GET-by-id, a Node connector). Archived ones
+  are hidden unless the request filters on `archived_at`.
 - String filters: `=` is exact, `~` is a case-insensitive "contains", `~~` a case-insensitive `%` wildcard match.
 - With no free time in the window, next_available_time answers `{"total_entries": 0, "links": …}`.
 - The 429 body is `{"message": "Too many requests"}`.
@@ -703,6 +706,8 @@ class ClinikoEmulator(Emulator):
             )
             if ends <= starts:
                 raise invalid({"ends_at": "must be after starts at"})
+            if (fault := self.faults.misstore("POST", "/v1/individual_appointments")) is not None:
+                starts, ends = fault.misstored(starts, ends)
             now = self._now()
             rec = AppointmentRec(
                 id=self._new_id(),
@@ -739,6 +744,9 @@ class ClinikoEmulator(Emulator):
                 ends = rec.ends_at
             if ends <= starts:
                 raise invalid({"ends_at": "must be after starts at"})
+            moved = (starts, ends) != (rec.starts_at, rec.ends_at)
+            if moved and (fault := self.faults.misstore("PATCH", f"/v1/individual_appointments/{rec.id}")) is not None:
+                starts, ends = fault.misstored(starts, ends)
             rec.patient_id, rec.practitioner_id = patient_id, practitioner_id
             rec.appointment_type_id, rec.business_id = type_id, business_id
             rec.starts_at, rec.ends_at = starts, ends
@@ -801,6 +809,8 @@ class ClinikoEmulator(Emulator):
             records = list(self.appointments.values())
             if not any(f.field == "archived_at" for f in filters):
                 records = [r for r in records if r.archived_at is None]
+            if not any(f.field == "cancelled_at" for f in filters):
+                records = [r for r in records if r.cancelled_at is None]
             records = apply_filters(records, filters, self.APPOINTMENT_FILTERS, _appointment_field)
             records = self._sorted(
                 request,
@@ -940,8 +950,12 @@ class ClinikoEmulator(Emulator):
 
         @get("/v1/individual_appointments/{appointment_id:str}", sync_to_thread=False)
         def get_appointment(request: Request[Any, Any, Any], appointment_id: FromPath[str]) -> Response[bytes]:
+            filters = parse_filters(request.query_params.getall("q[]", []), em.APPOINTMENT_FILTERS)
             with em._lock:
-                return reply(em._appointment(_base(request), em._find(em.appointments, appointment_id)))
+                rec = em._find(em.appointments, appointment_id)
+                if rec.cancelled_at is not None and not any(f.field == "cancelled_at" for f in filters):
+                    raise not_found()
+                return reply(em._appointment(_base(request), rec))
 
         @patch("/v1/individual_appointments/{appointment_id:str}")
         async def update_appointment(request: Request[Any, Any, Any], appointment_id: FromPath[str]) -> Response[bytes]:
@@ -950,6 +964,15 @@ class ClinikoEmulator(Emulator):
         @patch("/v1/individual_appointments/{appointment_id:str}/cancel")
         async def cancel_appointment(request: Request[Any, Any, Any], appointment_id: FromPath[str]) -> Response[bytes]:
             em.cancel_appointment(appointment_id, await request.body())
+            return reply(None, 204)
+
+        @post("/v1/individual_appointments/{appointment_id:str}/archive", sync_to_thread=False)
+        def archive_appointment(appointment_id: FromPath[str]) -> Response[bytes]:
+            with em._lock:
+                rec = em._find(em.appointments, appointment_id)
+                if rec.archived_at is None:
+                    rec.archived_at = em._now()
+                    rec.updated_at = em._bumped(rec.updated_at)
             return reply(None, 204)
 
         @get("/v1/individual_appointments/{appointment_id:str}/conflicts", sync_to_thread=False)
@@ -1134,8 +1157,11 @@ class ClinikoEmulator(Emulator):
                 return reply(wire.NextAvailableTime(links=links, total_entries=0))
             return reply(wire.NextAvailableTime(links=links, total_entries=1, appointment_start=slots[0]))
 
-        @post(CONTROL_PREFIX + "/individual_appointments/{appointment_id:str}/attendance", status_code=204,
-              sync_to_thread=False)
+        @post(
+            CONTROL_PREFIX + "/individual_appointments/{appointment_id:str}/attendance",
+            status_code=204,
+            sync_to_thread=False,
+        )
         def mark_attendance(appointment_id: FromPath[str], data: JSONBody[AttendanceMark]) -> None:
             """Emulator control, not Cliniko's API: the clinic marking arrival or no-show in its own screens."""
             self.mark_attendance(appointment_id, data)
@@ -1150,6 +1176,7 @@ class ClinikoEmulator(Emulator):
 
         handlers = [
             list_appointments, create_appointment, get_appointment, update_appointment, cancel_appointment, conflicts,
+            archive_appointment,
             list_patients, create_patient, get_patient,
             list_practitioners, business_practitioners, type_practitioners, get_practitioner,
             list_users, get_user, list_types, practitioner_types, get_type, list_businesses, get_business,

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from adapters import phones
 from adapters.base import AdapterContext
 from adapters.cliniko import wire
+from adapters.markers import operation_of, with_marker, without_marker
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.catalog import Location, Practitioner, Service
 from schemas.commands import BookCommand, NewPatient
@@ -75,7 +76,8 @@ def appointment_of(appointment: wire.IndividualAppointment, context: AdapterCont
         practitioner_id=appointment.practitioner.id,
         service_id=appointment.appointment_type.id,
         location_id=context.location_id,
-        notes=appointment.notes,
+        notes=without_marker(appointment.notes),
+        operation_id=operation_of(appointment.notes),
         cancel_reason=cancel_reason_of(appointment.cancellation_reason) if cancelled else None,
         cancel_note=appointment.cancellation_note if cancelled else None,
         created_at=appointment.created_at.astimezone(UTC),
@@ -96,8 +98,9 @@ def book_body(command: BookCommand, business_id: str, time_zone: str) -> wire.In
     )
     if command.end is not None:
         body.ends_at = utc(command.end, time_zone)
-    if command.notes is not None:
-        body.notes = command.notes
+    notes = with_marker(command.notes, command.operation_id)
+    if notes is not None:
+        body.notes = notes
     return body
 
 

@@ -14,10 +14,21 @@ from typing import TypeVar
 import httpx
 import msgspec
 
-from adapters.errors import AdapterError, AuthFailed, InvalidReference, NotFound, RateLimited, Rejected, Unavailable
+from adapters.errors import (
+    AdapterError,
+    AuthFailed,
+    ContractChanged,
+    InvalidReference,
+    NotFound,
+    RateLimited,
+    Rejected,
+    Unavailable,
+)
 from adapters.http import (
     DEFAULT_RETRY,
     RetryPolicy,
+    decode,
+    describe_shape_error,
     error_fields,
     is_json,
     is_unsent,
@@ -95,15 +106,44 @@ def error_for(response: httpx.Response) -> AdapterError:
     return Rejected(f"Jane refused the request ({status})", emr_status=status, emr_message=detail)
 
 
-def items_of(body: object, key: str) -> list[object]:
-    """Jane answers lists as a bare array or as `{"<plural>": [...]}`: accept both."""
+def _changed(path: str, problem: str, status: int | None = None) -> ContractChanged:
+    return ContractChanged(
+        f"{EMR} answered with a shape this adapter does not know: {problem} at {path}",
+        path=path,
+        problem=problem,
+        emr_status=status,
+    )
+
+
+def items_of(body: object, key: str) -> tuple[list[object], str]:
+    """Jane answers lists as a bare array or as `{"<plural>": [...]}`: accept both. Also returns the items' path."""
     if isinstance(body, list):
-        return body
+        return body, "$"
     if isinstance(body, dict):
         inner = body.get(key)
         if isinstance(inner, list):
-            return inner
-    raise Unavailable(f"Jane answered with an unexpected shape (expected a list of {key})")
+            return inner, f"$.{key}"
+        raise _changed(f"$.{key}", "missing required field")
+    raise _changed("$", "expected array or object")
+
+
+def list_of(body: object, key: str, type: type[T], status: int | None = None) -> list[T]:
+    """The items of a list answer as `type`; a shape they no longer match is ContractChanged naming the field."""
+    items, where = items_of(body, key)
+    try:
+        return msgspec.convert(items, list[type])  # type: ignore[valid-type]
+    except msgspec.ValidationError as exc:
+        path, problem = describe_shape_error(exc)
+        raise _changed(where + path[1:], problem, status) from None
+
+
+def record_of(response: httpx.Response, key: str) -> msgspec.Raw:
+    """A record answer's JSON object, bare or wrapped as `{"<key>": {...}}`, exactly as Jane sent it."""
+    members = decode(response.content, dict[str, msgspec.Raw], emr=EMR, status=response.status_code)
+    inner = members.get(key)
+    if inner is not None and bytes(inner).lstrip().startswith(b"{"):
+        return inner
+    return msgspec.Raw(response.content)
 
 
 class JaneClient:
@@ -166,18 +206,26 @@ class JaneClient:
         response = await self._read(self.url(path), params)
         return self._decode(response, type)
 
+    async def get_record(self, path: str, key: str, params: Params | None = None) -> msgspec.Raw:
+        """One record exactly as Jane sent it (to hand back to Jane unchanged)."""
+        response = await self._read(self.url(path), params)
+        self._json(response)
+        return record_of(response, key)
+
     async def get_list(self, path: str, key: str, type: type[T], params: Params | None = None) -> list[T]:
         response = await self._read(self.url(path), params)
         return self.decode_list(response, key, type)
 
-    def decode_list(self, response: httpx.Response, key: str, type: type[T]) -> list[T]:
-        body = self._decode(response, object)
-        try:
-            return msgspec.convert(items_of(body, key), list[type])  # type: ignore[valid-type]
-        except msgspec.ValidationError as exc:
-            raise Unavailable(f"Jane answered with an unexpected shape: {exc}") from None
+    def decode_record(self, response: httpx.Response, key: str, type: type[T]) -> T:
+        """A record answer, bare or wrapped as `{"<key>": {...}}`."""
+        self._json(response)
+        return decode(record_of(response, key), type, emr=EMR, status=response.status_code)
 
-    def _decode(self, response: httpx.Response, type: type[T]) -> T:
+    def decode_list(self, response: httpx.Response, key: str, type: type[T]) -> list[T]:
+        return list_of(self._decode(response, object), key, type, response.status_code)
+
+    @staticmethod
+    def _json(response: httpx.Response) -> None:
         if not response.is_success:
             raise error_for(response)
         if not is_json(response):
@@ -186,12 +234,10 @@ class JaneClient:
                 emr_status=response.status_code,
                 emr_message=safe_message(response),
             )
-        try:
-            return msgspec.json.decode(response.content, type=type)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise Unavailable(
-                f"Jane answered with an unexpected shape: {exc}", emr_status=response.status_code
-            ) from None
+
+    def _decode(self, response: httpx.Response, type: type[T]) -> T:
+        self._json(response)
+        return decode(response.content, type, emr=EMR, status=response.status_code)
 
     # ------------------------------------------------------------------------------------------------ writes
 
@@ -230,5 +276,14 @@ class JaneClient:
             if key is not None and isinstance(raw, dict) and isinstance(raw.get(key), dict):
                 raw = raw[key]
             return msgspec.convert(raw, type)
-        except (Unavailable, msgspec.ValidationError):
+        except (Unavailable, ContractChanged, msgspec.ValidationError):
+            raise AmbiguousWrite("unreadable answer to a write") from None
+
+    async def write_record(self, method: str, path: str, body: msgspec.Struct, key: str) -> msgspec.Raw:
+        """`write_json`, keeping the record exactly as Jane sent it."""
+        response = await self.write(method, path, body)
+        try:
+            self._json(response)
+            return record_of(response, key)
+        except (Unavailable, ContractChanged):
             raise AmbiguousWrite("unreadable answer to a write") from None

@@ -1,11 +1,20 @@
 """An in-memory Jane clinic answering the staff web endpoints and the public booking endpoints the adapter uses.
 
-What it enforces, as the notes describe Jane (and, where they are silent, as adapter.py's docstring sides): the
-`_jane_session` cookie (401 on the admin API, a redirect to /login from the admin page, idle expiry), the CSRF token
-from the admin page's meta tag on every admin write (HTML 422 otherwise), holds (`state: reserved`) that lapse after
-`hold_seconds` unless booked, `reserved -> booked -> cancelled`, the openings endpoint's `location_id` (404 without)
-and 7-day limit (422 beyond), a per-clinic request budget (429 with `Retry-After` and `X-Throttle-Match`), offsets on
-every time, durations in seconds. The staff calendar accepts overlaps, as Jane's does for staff.
+What it enforces, as the evidence describes Jane (reference/notes/evidence-2026-11.md §4, then emr-jane-sp-pb-ghl.md
+§2.2) and, where both are silent, as adapter.py's docstring sides: the `_jane_session` cookie (401 on the admin API,
+a redirect to /login from the admin page, idle expiry), the CSRF token from the admin page's meta tag on every admin
+write (HTML 422 otherwise), holds (`state: reserved`) that lapse after `hold_seconds` unless booked,
+`reserved -> booked -> cancelled`, the openings endpoint's `location_id` (404 without) and 7-day limit (422 beyond),
+a per-clinic request budget (429 with `Retry-After` and `X-Throttle-Match`), offsets on every time.
+
+Shapes follow the live captures: `GET /api/v2/treatments` is `{treatments: [...]}` with `scheduled_duration` in
+minutes, staff members carry `all_treatment_ids` (`legacy_catalog=True` serves the booking page's older
+`treatment_duration` seconds and `treatment_ids` instead); the hold answers the captured record (`location_name`,
+`booker_type`, `capacity`, `room_id`, ...); the book step takes that record back with `treatment_id`, `patient_id` and
+the `patient` object set, and refuses it without them. The staff calendar accepts overlaps, as Jane's does for staff.
+MISSTORE faults apply where a time is stored: the hold (POST), the book step and the move (PUT). REJECT faults answer
+in the emulator's own refusal shapes (`rejection`). The book step stores the record's `notes_text` (where the gateway
+writes its operation marker); a hold carries none.
 """
 
 from __future__ import annotations
@@ -64,9 +73,115 @@ def not_found() -> ApiError:
     return ApiError(404, msgspec.json.encode({"error": "Not Found"}))
 
 
+def rejection(fault: Fault) -> RawResponse:
+    """A REJECT fault in the shapes this emulator answers refusals with: a 422 names the record's fields as Rails
+    does (`{"errors": {"base": [<text>]}}`), any other status carries `{"error": <text>}`."""
+    text = fault.message or "is invalid"
+    status = fault.status if fault.status != 503 else 422
+    body = {"errors": {"base": [text]}} if status == 422 else {"error": text}
+    return RawResponse(status, msgspec.json.encode(body))
+
+
 class Session(msgspec.Struct, kw_only=True):
     csrf: str
     expires_at: float
+
+
+class Treatment(msgspec.Struct, kw_only=True):
+    """`GET /api/v2/treatments` items as two clinics' live answers show them (evidence-2026-11 §4.2)."""
+
+    id: int
+    name: str
+    price: str
+    scheduled_duration: int  # minutes
+    book_online: bool = True
+    discipline_id: int | None = None
+    staff_member_id: int | None = None
+    location_ids: list[int] = msgspec.field(default_factory=list)
+    capacity: int = 1
+    online_only: bool = False
+
+
+class LegacyTreatment(msgspec.Struct, kw_only=True):
+    """The booking page's `routerOptions` treatments (`legacy_catalog=True`)."""
+
+    id: int
+    name: str
+    treatment_duration: int  # seconds
+    discipline_id: int | None = None
+    call_to_book: bool = False
+    book_online: bool = True
+
+
+class StaffMember(msgspec.Struct, kw_only=True):
+    """`GET /api/v2/staff_members` items as a live clinic's answer shows them (the live-built client's types.ts);
+    `email` only when Jane sends it (ClinicSync's booking body names practitioners by it)."""
+
+    id: int
+    full_name: str
+    first_name: str
+    last_name: str
+    professional_name: str
+    prefix: str | None = None
+    suffix: str | None = None
+    email: str | None = None
+    allow_online_booking: bool = True
+    all_treatment_ids: list[int] = msgspec.field(default_factory=list)
+    treatment_order: list[int] = msgspec.field(default_factory=list)
+    location_ids: list[int] = msgspec.field(default_factory=list)
+
+
+class LegacyStaffMember(msgspec.Struct, kw_only=True):
+    id: int
+    full_name: str
+    first_name: str
+    last_name: str
+    professional_name: str
+    email: str | None = None
+    location_ids: list[int] = msgspec.field(default_factory=list)
+    treatment_ids: list[int] = msgspec.field(default_factory=list)
+
+
+class Stored(wire.Appointment):
+    """The appointment record with the captured members the adapter does not read (handed back on the book step)."""
+
+    location_name: str | None = None
+    booker_id: int | None = None
+    booker_type: str | None = None
+    capacity: int = 1
+    room_id: int | None = None
+    break_: bool = msgspec.field(default=False, name="break")
+
+
+class PatientRef(msgspec.Struct, kw_only=True):
+    id: int
+
+
+class BookedRecord(msgspec.Struct, kw_only=True):
+    """What the book step reads from the record it is sent: the live capture's minimum ("treatment_id, patient_id
+    (+ patient), staff_member_id, location_id, start_at, end_at")."""
+
+    location_id: int
+    staff_member_id: int
+    start_at: datetime.datetime
+    end_at: datetime.datetime
+    treatment_id: int
+    patient_id: int
+    patient: PatientRef
+    notes_text: str | None = None
+
+
+class BookBody(msgspec.Struct, kw_only=True):
+    book: bool
+    appointment: BookedRecord
+    browser_tab_id: str
+
+
+class SentRecord(msgspec.Struct, kw_only=True):
+    appointment: dict[str, object]
+
+
+BOOK_REQUIRES = ("treatment_id", "patient_id", "patient", "staff_member_id", "location_id", "start_at", "end_at")
 
 
 class JaneEmulator(Emulator):
@@ -83,8 +198,10 @@ class JaneEmulator(Emulator):
         window_seconds: int = 300,
         clock: Callable[[], float] = time.time,
         max_exchanges: int = 5000,
+        legacy_catalog: bool = False,
     ) -> None:
         self.seed = seed
+        self.legacy_catalog = legacy_catalog
         self.clock = clock
         self.zone = zoneinfo.ZoneInfo(seed.time_zone)
         self.faults = FaultInjector()
@@ -100,10 +217,10 @@ class JaneEmulator(Emulator):
             session_cookie: Session(csrf=secrets.token_urlsafe(24), expires_at=clock() + session_idle_seconds)
         }
         self.locations: dict[int, wire.Location] = {}
-        self.staff: dict[int, wire.StaffMember] = {}
-        self.treatments: dict[int, wire.Treatment] = {}
+        self.staff: dict[int, StaffMember] = {}
+        self.treatments: dict[int, Treatment] = {}
         self.patients: dict[int, wire.Patient] = {}
-        self.appointments: dict[int, wire.Appointment] = {}
+        self.appointments: dict[int, Stored] = {}
         self._held_at: dict[int, float] = {}
         self._patient_ids = itertools.count(1001)
         self._appointment_ids = itertools.count(5001)
@@ -120,18 +237,25 @@ class JaneEmulator(Emulator):
             self.locations[i] = wire.Location(id=i, name=business.name, time_zone=self.seed.time_zone)
         treatment_ids = [101 + i for i in range(len(self.seed.services))]
         for i, s in enumerate(self.seed.services):
-            self.treatments[treatment_ids[i]] = wire.Treatment(
-                id=treatment_ids[i], name=s.name, treatment_duration=s.duration_minutes * 60, discipline_id=1
+            self.treatments[treatment_ids[i]] = Treatment(
+                id=treatment_ids[i],
+                name=s.name,
+                price=f"{80 + 10 * i}.0",
+                scheduled_duration=s.duration_minutes,
+                discipline_id=1,
+                location_ids=list(self.locations),
             )
         for i, p in enumerate(self.seed.practitioners, start=1):
-            self.staff[i] = wire.StaffMember(
+            self.staff[i] = StaffMember(
                 id=i,
                 full_name=f"{p.first_name} {p.last_name}",
                 first_name=p.first_name,
                 last_name=p.last_name,
+                professional_name=f"{p.first_name} {p.last_name}",
                 email=p.email,
                 location_ids=list(self.locations),
-                treatment_ids=treatment_ids,
+                all_treatment_ids=treatment_ids,
+                treatment_order=treatment_ids,
             )
         for pt in self.seed.patients:
             new_id = next(self._patient_ids)
@@ -146,6 +270,39 @@ class JaneEmulator(Emulator):
                 member_since=now.date(),
                 updated_at=now,
             )
+
+    def served_treatments(self) -> list[Treatment] | list[LegacyTreatment]:
+        with self._lock:
+            if not self.legacy_catalog:
+                return list(self.treatments.values())
+            return [
+                LegacyTreatment(
+                    id=t.id,
+                    name=t.name,
+                    treatment_duration=t.scheduled_duration * 60,
+                    discipline_id=t.discipline_id,
+                    book_online=t.book_online,
+                )
+                for t in self.treatments.values()
+            ]
+
+    def served_staff(self) -> list[StaffMember] | list[LegacyStaffMember]:
+        with self._lock:
+            if not self.legacy_catalog:
+                return list(self.staff.values())
+            return [
+                LegacyStaffMember(
+                    id=s.id,
+                    full_name=s.full_name,
+                    first_name=s.first_name,
+                    last_name=s.last_name,
+                    professional_name=s.professional_name,
+                    email=s.email,
+                    location_ids=s.location_ids,
+                    treatment_ids=s.all_treatment_ids,
+                )
+                for s in self.staff.values()
+            ]
 
     def stats(self) -> EmulatorStats:
         with self._lock:
@@ -179,7 +336,7 @@ class JaneEmulator(Emulator):
             for session in self.sessions.values():
                 session.csrf = secrets.token_urlsafe(24)
 
-    def holds(self) -> list[wire.Appointment]:
+    def holds(self) -> list[Stored]:
         with self._lock:
             self._lapse_holds()
             return [a for a in self.appointments.values() if a.state == "reserved"]
@@ -247,7 +404,7 @@ class JaneEmulator(Emulator):
 
     # ------------------------------------------------------------------ state changes
 
-    def _appointment(self, appointment_id: int) -> wire.Appointment:
+    def _appointment(self, appointment_id: int) -> Stored:
         self._lapse_holds()
         found = self.appointments.get(appointment_id)
         if found is None:
@@ -265,7 +422,13 @@ class JaneEmulator(Emulator):
             raise unprocessable(field, "must carry an offset")
         return moment.astimezone(self.zone)
 
-    def create_hold(self, raw: bytes) -> wire.Appointment:
+    def _misstore(
+        self, method: str, path: str, start: datetime.datetime, end: datetime.datetime
+    ) -> tuple[datetime.datetime, datetime.datetime]:
+        fault = self.faults.misstore(method, path)
+        return fault.misstored(start, end) if fault is not None else (start, end)
+
+    def create_hold(self, raw: bytes) -> Stored:
         body: wire.ProvisionalCreate = self._body(raw, wire.ProvisionalCreate)
         a = body.appointment
         with self._lock:
@@ -276,16 +439,22 @@ class JaneEmulator(Emulator):
             start, end = self._local(a.start_at, "start_at"), self._local(a.end_at, "end_at")
             if end <= start:
                 raise unprocessable("end_at", "must be after start_at")
+            start, end = self._misstore("POST", "/admin/api/v2/appointments", start, end)
             now = self._now()
             new_id = next(self._appointment_ids)
-            hold = wire.Appointment(
+            hold = Stored(
                 id=new_id,
                 state="booked" if body.book else "reserved",
+                booked=body.book,
                 start_at=start,
                 end_at=end,
                 staff_member_id=a.staff_member_id,
                 location_id=a.location_id,
+                location_name=self.locations[a.location_id].name,
                 duration=int((end - start).total_seconds()),
+                booker_id=a.staff_member_id,
+                booker_type="StaffMember",
+                room_id=a.room_id,
                 created_at=now,
                 updated_at=now,
             )
@@ -293,24 +462,38 @@ class JaneEmulator(Emulator):
             self._held_at[new_id] = self.clock()
             return hold
 
-    def book(self, appointment_id: int, raw: bytes) -> wire.Appointment:
-        body: wire.BookRequest = self._body(raw, wire.BookRequest)
+    def book(self, appointment_id: int, raw: bytes) -> Stored:
+        """The book step: the record sent back must carry the capture's minimum, `patient` naming `patient_id`."""
+        sent: SentRecord = self._body(raw, SentRecord)
+        for name in BOOK_REQUIRES:
+            if sent.appointment.get(name) is None:
+                raise unprocessable(name, "can't be blank")
+        body: BookBody = self._body(raw, BookBody)
+        b = body.appointment
         with self._lock:
             hold = self._appointment(appointment_id)
             if hold.state != "reserved":
                 raise unprocessable("state", "is not a provisional appointment")
-            b = body.appointment
             if b.treatment_id not in self.treatments:
                 raise unprocessable("treatment_id", "is invalid")
             if b.patient_id not in self.patients:
                 raise unprocessable("patient_id", "is invalid")
+            if b.patient.id != b.patient_id:
+                raise unprocessable("patient", "does not match patient_id")
             if b.staff_member_id not in self.staff:
                 raise unprocessable("staff_member_id", "is invalid")
+            if b.location_id not in self.locations:
+                raise unprocessable("location_id", "is invalid")
+            start, end = self._local(b.start_at, "start_at"), self._local(b.end_at, "end_at")
+            if end <= start:
+                raise unprocessable("end_at", "must be after start_at")
+            start, end = self._misstore("PUT", f"/admin/api/v3/appointments/{appointment_id}/book", start, end)
             now = self._now()
-            hold.start_at, hold.end_at = self._local(b.start_at, "start_at"), self._local(b.end_at, "end_at")
-            hold.staff_member_id = b.staff_member_id
+            hold.start_at, hold.end_at = start, end
+            hold.staff_member_id, hold.location_id = b.staff_member_id, b.location_id
+            hold.location_name = self.locations[b.location_id].name
             hold.treatment_id, hold.patient_id, hold.notes_text = b.treatment_id, b.patient_id, b.notes_text
-            hold.duration = int((hold.end_at - hold.start_at).total_seconds())
+            hold.duration = int((end - start).total_seconds())
             if body.book:
                 hold.state, hold.booked, hold.booked_at = "booked", True, now
                 hold.booking_type = "one_on_one_booking"
@@ -318,7 +501,7 @@ class JaneEmulator(Emulator):
             hold.updated_at = now
             return hold
 
-    def move(self, appointment_id: int, raw: bytes) -> wire.Appointment:
+    def move(self, appointment_id: int, raw: bytes) -> Stored:
         body: wire.MoveRequest = self._body(raw, wire.MoveRequest)
         with self._lock:
             appointment = self._appointment(appointment_id)
@@ -330,6 +513,7 @@ class JaneEmulator(Emulator):
             start, end = self._local(m.start_at, "start_at"), self._local(m.end_at, "end_at")
             if end <= start:
                 raise unprocessable("end_at", "must be after start_at")
+            start, end = self._misstore("PUT", f"/admin/api/v2/appointments/{appointment_id}", start, end)
             appointment.start_at, appointment.end_at, appointment.staff_member_id = start, end, m.staff_member_id
             appointment.duration = int((end - start).total_seconds())
             if m.notes_text is not None:
@@ -337,7 +521,7 @@ class JaneEmulator(Emulator):
             appointment.updated_at = self._now()
             return appointment
 
-    def cancel(self, appointment_id: int, raw: bytes) -> wire.Appointment:
+    def cancel(self, appointment_id: int, raw: bytes) -> Stored:
         body: wire.CancelRequest = self._body(raw, wire.CancelRequest)
         with self._lock:
             appointment = self._appointment(appointment_id)
@@ -404,7 +588,7 @@ class JaneEmulator(Emulator):
                     found.append(p)
             return found[: max(1, body.limit)]
 
-    def calendar(self, params: dict[str, str]) -> list[wire.Appointment]:
+    def calendar(self, params: dict[str, str]) -> list[Stored]:
         try:
             location = int(params["location_id"])
             first = datetime.date.fromisoformat(params["start_date"])
@@ -440,7 +624,7 @@ class JaneEmulator(Emulator):
             raise unprocessable("num_days", "must be between 1 and 7")
         staff_filter = int(params["staff_member_id"]) if params.get("staff_member_id", "").isdigit() else None
         seed = self.seed
-        duration = datetime.timedelta(seconds=treatment.treatment_duration)
+        duration = datetime.timedelta(minutes=treatment.scheduled_duration)
         step = datetime.timedelta(minutes=seed.slot_step_minutes)
         open_from = datetime.time.fromisoformat(seed.open_from)
         open_until = datetime.time.fromisoformat(seed.open_until)
@@ -451,7 +635,7 @@ class JaneEmulator(Emulator):
             for staff in self.staff.values():
                 if staff_filter is not None and staff.id != staff_filter:
                     continue
-                if location not in staff.location_ids or treatment.id not in staff.treatment_ids:
+                if location not in staff.location_ids or treatment.id not in staff.all_treatment_ids:
                     continue
                 busy = [
                     a for a in self.appointments.values() if a.staff_member_id == staff.id and a.state not in INACTIVE
@@ -473,7 +657,7 @@ class JaneEmulator(Emulator):
                                     staff_member_id=staff.id,
                                     location_id=location,
                                     treatment_id=treatment.id,
-                                    duration=treatment.treatment_duration,
+                                    duration=treatment.scheduled_duration * 60,
                                     start_at=slot,
                                     end_at=end,
                                     status="available",
@@ -516,11 +700,11 @@ class JaneEmulator(Emulator):
 
         @get("/api/v2/staff_members", sync_to_thread=False)
         def staff_members() -> Response[bytes]:
-            return reply(list(em.staff.values()))
+            return reply(em.served_staff())
 
         @get("/api/v2/treatments", sync_to_thread=False)
         def treatments() -> Response[bytes]:
-            return reply({"treatments": list(em.treatments.values())})
+            return reply({"treatments": em.served_treatments()})
 
         @get("/api/v2/openings", sync_to_thread=False)
         def openings(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -595,6 +779,7 @@ class JaneEmulator(Emulator):
             handlers,
             traffic=self.traffic,
             rate_limited=self._rate_limited_fault,
+            rejected=rejection,
             gate=self._gate,
             exception_handlers={ApiError: api_error, HTTPException: html_not_found},
         )

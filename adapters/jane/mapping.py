@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from adapters import phones
 from adapters.base import AdapterContext
 from adapters.jane import wire
+from adapters.markers import operation_of, without_marker
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.catalog import Location, Practitioner, Service
 from schemas.patients import Patient
@@ -79,7 +80,8 @@ def appointment_of(appointment: wire.Appointment, context: AdapterContext) -> Ap
         practitioner_id=str(appointment.staff_member_id),
         service_id=str(appointment.treatment_id) if appointment.treatment_id is not None else "",
         location_id=context.location_id,
-        notes=appointment.notes_text or None,
+        notes=without_marker(appointment.notes_text),
+        operation_id=operation_of(appointment.notes_text),
         cancel_reason=reason,
         cancel_note=note,
         created_at=_utc_or_none(appointment.created_at),
@@ -114,10 +116,16 @@ def patient_of(patient: wire.Patient, region: str) -> Patient:
     )
 
 
+def staff_name(staff: wire.StaffMember) -> str:
+    """`full_name` is optional on the public list (types.ts): `professional_name`, then first and last name."""
+    parts = " ".join(n.strip() for n in (staff.first_name, staff.last_name) if n and n.strip())
+    return staff.full_name or staff.professional_name or parts or f"Staff member {staff.id}"
+
+
 def practitioner_of(staff: wire.StaffMember) -> Practitioner:
     return Practitioner(
         id=str(staff.id),
-        name=staff.professional_name or staff.full_name,
+        name=staff_name(staff),
         first_name=staff.first_name,
         last_name=staff.last_name,
         email=staff.email or None,
@@ -125,12 +133,15 @@ def practitioner_of(staff: wire.StaffMember) -> Practitioner:
 
 
 def service_of(treatment: wire.Treatment, staff: list[wire.StaffMember]) -> Service:
+    """Practitioners are the staff offering the treatment (`all_treatment_ids`, else `treatment_ids`) and the staff
+    member a staff-scoped treatment belongs to (`staff_member_id`), among `staff` (this location's)."""
+    linked = [str(s.id) for s in staff if treatment.id in s.offered() or s.id == treatment.staff_member_id]
     return Service(
         id=str(treatment.id),
         name=treatment.name,
-        duration_minutes=treatment.treatment_duration // 60,
+        duration_minutes=treatment.minutes,
         category=str(treatment.discipline_id) if treatment.discipline_id is not None else None,
-        practitioner_ids=[str(s.id) for s in staff if treatment.id in s.treatment_ids],
+        practitioner_ids=linked,
     )
 
 

@@ -1,7 +1,9 @@
 """Jane's JSON as the staff web app and the public booking pages exchange it (only the fields the gateway uses).
 
 Decoding ignores unknown fields: these endpoints are unofficial and Jane adds fields freely. Ids are integers on the
-wire. Times carry the clinic's UTC offset (`2026-06-09T21:35:03-04:00`); durations are seconds.
+wire. Times carry the clinic's UTC offset (`2026-06-09T21:35:03-04:00`). A treatment's length is `scheduled_duration`
+in minutes on `GET /api/v2/treatments` (live probe and a live-built client, evidence-2026-11 §4.2); the booking page's
+`treatment_duration` (seconds) is the fallback. Openings and appointments carry `duration` in seconds.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import msgspec
+
+MISSING_DURATION = "Object missing required field `scheduled_duration`"
 
 
 class Wire(msgspec.Struct, kw_only=True):
@@ -26,23 +30,46 @@ class Location(Wire):
 
 
 class StaffMember(Wire):
+    """`all_treatment_ids` is what the public list carries; `treatment_ids` (the booking page's blob) is the fallback.
+    None means the member is absent, which `locations verify` reports."""
+
     id: int
-    full_name: str
+    full_name: str | None = None
     first_name: str | None = None
     last_name: str | None = None
     professional_name: str | None = None
     email: str | None = None
     location_ids: list[int] = msgspec.field(default_factory=list)
-    treatment_ids: list[int] = msgspec.field(default_factory=list)
+    all_treatment_ids: list[int] | None = None
+    treatment_ids: list[int] | None = None
+
+    def offered(self) -> list[int]:
+        if self.all_treatment_ids is not None:
+            return self.all_treatment_ids
+        return self.treatment_ids or []
 
 
 class Treatment(Wire):
+    """Either length field is accepted; one of them is required (a treatment without a length cannot be booked)."""
+
     id: int
     name: str
-    treatment_duration: int  # seconds
+    scheduled_duration: int | None = None  # minutes
+    treatment_duration: int | None = None  # seconds
     discipline_id: int | None = None
+    staff_member_id: int | None = None
     call_to_book: bool = False
     book_online: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scheduled_duration is None and self.treatment_duration is None:
+            raise ValueError(MISSING_DURATION)
+
+    @property
+    def minutes(self) -> int:
+        if self.scheduled_duration is not None:
+            return self.scheduled_duration
+        return (self.treatment_duration or 0) // 60
 
 
 class Opening(Wire):
@@ -65,7 +92,7 @@ class Shift(Wire):
 
 class StaffOpenings(Wire):
     id: int
-    full_name: str
+    full_name: str | None = None
     first_date: date | None = None
     openings: list[Opening] = msgspec.field(default_factory=list)
     shifts: list[Shift] = msgspec.field(default_factory=list)
@@ -154,24 +181,36 @@ class ProvisionalCreate(Wire, kw_only=True):
     browser_tab_id: str
 
 
-class Booking(Wire, omit_defaults=True):
-    id: int
-    location_id: int
-    staff_member_id: int
-    start_at: datetime
-    end_at: datetime
-    treatment_id: int
-    patient_id: int
-    state: str = "reserved"
-    notes_text: str | None = None
+Record = dict[str, msgspec.Raw]  # a JSON object kept exactly as Jane sent it, member by member
+
+
+class Held(msgspec.Struct, frozen=True, kw_only=True):
+    """A hold: read for the adapter, and kept exactly as Jane sent it for the book step to hand back."""
+
+    record: Appointment
+    raw: msgspec.Raw
 
 
 class BookRequest(Wire, kw_only=True):
-    """Step two: the whole record with treatment and patient set; the top-level `book: true` flips it to booked."""
+    """Step two: the whole reserved record as Jane returned it, with treatment and patient set; the top-level
+    `book: true` flips it to booked (the record itself still says `state: reserved`, as in the live capture)."""
 
     book: bool = True
-    appointment: Booking
+    appointment: Record
     browser_tab_id: str
+
+
+def booking(
+    reserved: msgspec.Raw, *, treatment_id: int, patient_id: int, patient: msgspec.Raw, notes: str | None
+) -> Record:
+    """The reserved record with the chosen treatment and patient (id and the patient's own record) set."""
+    record = msgspec.json.decode(reserved, type=Record)
+    record["treatment_id"] = msgspec.Raw(msgspec.json.encode(treatment_id))
+    record["patient_id"] = msgspec.Raw(msgspec.json.encode(patient_id))
+    record["patient"] = patient
+    if notes is not None:
+        record["notes_text"] = msgspec.Raw(msgspec.json.encode(notes))
+    return record
 
 
 class Move(Wire, omit_defaults=True):

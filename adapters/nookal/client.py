@@ -2,21 +2,41 @@
 pagination, and failure envelopes detected whatever the HTTP status.
 
 Reads go out as GET with a query string (as production integrations do) and are retried; writes go out once as a
-form POST (as Nookal's own SDK sends them). A write whose outcome is unclear raises `AmbiguousWrite` so the adapter
-can look before it tries again.
+form POST (as Nookal's own SDK sends them, and as a live account was driven on 2026-08-03: evidence-2026-11 §2.1). A
+write whose outcome is unclear (no answer, a 500/502/504 from a proxy, a success it cannot read) raises
+`AmbiguousWrite` or `Unavailable` with the status, so the adapter watches for it (adapters/reconcile.py) and never
+sends a create again.
+
+A failure envelope becomes an error carrying its `errorCode` and the parameter names its alerts blame, nothing else:
+`errorMessage` and other alert text are prose that can quote a patient (issue 15), so they never reach a message,
+`emr_message` or a log.
+
+A method name Nookal does not know is answered with its themed HTML 404 page, not a JSON failure (live, 2026-08-03:
+evidence-2026-11 §2.2): that is `MethodUnavailable`, so a caller can fall back to other methods. An answer that no
+longer decodes into the wire Structs is `ContractChanged` naming the field (`$.data.results.…`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import httpx
 import msgspec
 
-from adapters.errors import AdapterError, AuthFailed, RateLimited, Rejected, Unavailable
-from adapters.http import DEFAULT_RETRY, RetryPolicy, is_json, is_unsent, retry_after_of, scrub, send_read
+from adapters.errors import AdapterError, AuthFailed, ContractChanged, RateLimited, Rejected, Unavailable
+from adapters.http import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    code_of,
+    decode,
+    is_json,
+    is_unsent,
+    retry_after_of,
+    send_read,
+)
 from adapters.http import transport_error as map_transport_error
 from adapters.nookal import wire
 from adapters.nookal.settings import NookalCredentials, NookalSettings, base_url_of
@@ -30,51 +50,102 @@ PAGE_LENGTH = "200"  # production code pages by 200 (N-CEO); the default page le
 MAX_PAGES = 1000
 AUTH_CODES = frozenset({"L003", "L004"})  # invalid / dead key (N-CEO)
 MISSING_VARIABLE = "L000_1"
+# Seen on Nookal's themed 404 page for unknown method names (live, 2026-08-03: evidence-2026-11 §2.2).
+NOT_FOUND_MARKERS = (b"404 page not found", b"page that doesn't exist", b"hold it right there")
 
 Params = Sequence[tuple[str, str]]
 
 
 class NookalFailure(Rejected):
-    """A failure envelope the client could not classify further; the adapter reads `code` in context."""
+    """A failure envelope the client could not classify further; the adapter reads it in context. `code` is the
+    machine code, `fields` the parameter names the alerts blame: never Nookal's prose."""
 
-    def __init__(self, message: str, *, code: str | None, alerts: list[str], **kw: object) -> None:
+    def __init__(self, message: str, *, code: str | None, fields: list[str], **kw: object) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
         self.code = code
-        self.alerts = alerts
+        self.fields = fields
 
 
-def _alerts(failure: wire.Failure) -> list[str]:
+class MethodUnavailable(ContractChanged):
+    """Nookal does not know the method (its HTML 404 page): not offered to this account, renamed, or a wrong
+    `base_url`. Nothing was done, so a caller may fall back to other methods."""
+
+    def __init__(self, method: str, *, emr_status: int) -> None:
+        super().__init__(
+            f"Nookal does not know the API method {method} (it answered its HTML 404 page): the account does not "
+            "offer it, or the location's base_url is wrong",
+            path=method,
+            problem="unknown API method (HTML 404 page)",
+            emr_status=emr_status,
+        )
+        self.method = method
+
+
+def _json_body(response: httpx.Response) -> bool:
+    """By the body, not the header: PHP often labels JSON `text/html`."""
+    return response.content.lstrip()[:1] in (b"{", b"[")
+
+
+def is_unknown_method_page(response: httpx.Response) -> bool:
+    """Nookal's answer to a method name it does not know: a 404 HTML page, not a JSON envelope."""
+    if response.status_code != 404 or _json_body(response):
+        return False
+    content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    body = response.content.lower()
+    return content_type == "text/html" or body.lstrip()[:1] == b"<" or any(m in body for m in NOT_FOUND_MARKERS)
+
+
+# An alert naming a parameter ("Missing variable: api_key"), the only part of one that is kept: Nookal's parameters
+# are lower-case snake_case; anything else in an alert or in `errorMessage` is prose that can quote a patient.
+_ALERT_FIELD = re.compile(
+    r"^\s*(?i:missing|invalid|required|unknown)\s+(?i:variable|parameter|field)s?\s*:\s*([a-z][a-z0-9_]{0,63})\s*$"
+)
+
+
+def fields_of(failure: wire.Failure) -> list[str]:
+    """The parameter names a failure's alerts blame, and nothing else from them."""
     raw = failure.alerts
     items = [raw] if isinstance(raw, str) else list(raw or [])
-    return [scrub(a) for a in items if a]
+    found = [m.group(1) for m in (_ALERT_FIELD.match(a) for a in items if isinstance(a, str)) if m]
+    return list(dict.fromkeys(found))
+
+
+def code_in(failure: wire.Failure) -> str | None:
+    """`errorCode` when it is a machine code (`L000_1`, `L003`, or a number); never `errorMessage`, which is prose."""
+    value = failure.errorCode
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return code_of(value)
 
 
 def failure_error(failure: wire.Failure, http_status: int) -> AdapterError:
-    """The adapter error for a failure envelope; alerts name parameters, values are scrubbed anyway."""
-    code = None if failure.errorCode is None else str(failure.errorCode)
-    alerts = _alerts(failure)
-    said = scrub(failure.errorMessage or "") or None
-    detail = "; ".join(p for p in (f"code {code}" if code else None, said, *alerts) if p)
+    """The adapter error for a failure envelope: its code and the parameter names its alerts blame. `errorMessage`
+    and the rest of the alerts are dropped unread: Nookal's prose can quote a patient's name, e-mail or phone."""
+    code = code_in(failure)
+    fields = fields_of(failure)
+    detail = "; ".join(
+        p for p in (f"code {code}" if code else None, f"fields: {', '.join(fields)}" if fields else None) if p
+    )
     if code in AUTH_CODES:
         return AuthFailed(
             "Nookal refused the API key (invalid or disabled): check the location's api_key",
             emr_status=http_status,
-            emr_message=detail,
+            emr_message=detail or None,
         )
     if code == MISSING_VARIABLE:
         return NookalFailure(
-            f"Nookal says a required parameter is missing ({', '.join(alerts) or 'unnamed'})",
+            f"Nookal says a required parameter is missing ({', '.join(fields) or 'unnamed'})",
             code=code,
-            alerts=alerts,
+            fields=fields,
             emr_status=http_status,
-            emr_message=detail,
+            emr_message=detail or None,
         )
     return NookalFailure(
-        f"Nookal refused the request ({detail or 'no reason given'})",
+        f"Nookal refused the request ({detail or 'no code given'})",
         code=code,
-        alerts=alerts,
+        fields=fields,
         emr_status=http_status,
-        emr_message=detail,
+        emr_message=detail or None,
     )
 
 
@@ -92,17 +163,18 @@ def error_for_status(response: httpx.Response) -> AdapterError | None:
     return None
 
 
-def decode_envelope(response: httpx.Response) -> wire.Envelope:
+def decode_envelope(response: httpx.Response, method: str) -> wire.Envelope:
     """The envelope of a 2xx/4xx answer, or the mapped error. Failures may come with any HTTP status."""
     early = error_for_status(response)
     if early is not None:
         raise early
-    try:
-        envelope = msgspec.json.decode(response.content, type=wire.Envelope)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    if is_unknown_method_page(response):
+        raise MethodUnavailable(method, emr_status=response.status_code)
+    if not response.is_success and not _json_body(response):
         raise Unavailable(
             f"Nookal answered {response.status_code} without its JSON envelope", emr_status=response.status_code
-        ) from None
+        )
+    envelope = decode(response.content, wire.Envelope, emr=EMR, status=response.status_code)
     if envelope.status != "success":
         failure = wire.Failure()
         if len(envelope.details):
@@ -114,22 +186,32 @@ def decode_envelope(response: httpx.Response) -> wire.Envelope:
     return envelope
 
 
+def _under(prefix: str, exc: ContractChanged) -> ContractChanged:
+    """The same error with its path given from the envelope's root (`$.practitioners[0].ID` under `data.results`)."""
+    path = prefix + exc.path[1:] if exc.path.startswith("$") else f"{prefix}.{exc.path}"
+    return ContractChanged(
+        f"{EMR} answered with a shape this adapter does not know: {exc.problem} at {path}",
+        path=path,
+        problem=exc.problem,
+        emr_status=exc.emr_status,
+    )
+
+
 def results_of(envelope: wire.Envelope, type_: type[T]) -> T:
     """`data.results` as `type_`; PHP sends an empty result as `[]`, `{}` or null, read as the empty value."""
     raw = b"null"
     if len(envelope.data) and bytes(envelope.data).strip() not in (b"null", b"[]"):
         try:
-            data = msgspec.json.decode(envelope.data, type=wire.Data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise Unavailable("Nookal answered with an unreadable `data`") from None
+            data = decode(envelope.data, wire.Data, emr=EMR)
+        except ContractChanged as exc:
+            raise _under("$.data", exc) from None
         raw = bytes(data.results)
     if raw.strip() in (b"null", b"[]", b"{}", b""):
         raw = b"{}"
     try:
-        return msgspec.json.decode(raw, type=type_)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        # msgspec names the path of the bad field, not its value.
-        raise Unavailable(f"Nookal answered with an unexpected shape: {exc}") from None
+        return decode(raw, type_, emr=EMR)
+    except ContractChanged as exc:
+        raise _under("$.data.results", exc) from None
 
 
 def next_page_of(envelope: wire.Envelope) -> int | None:
@@ -168,7 +250,7 @@ class NookalClient:
             response = await send_read(send, self.retry)
         except httpx.TransportError as exc:
             raise map_transport_error(exc, EMR) from None
-        return decode_envelope(response)
+        return decode_envelope(response, method)
 
     async def read(self, method: str, type_: type[T], params: Params = ()) -> T:
         return results_of(await self._get(method, params), type_)
@@ -203,12 +285,14 @@ class NookalClient:
                 raise Unavailable(f"Nookal could not be reached ({type(exc).__name__}); nothing was sent") from None
             raise AmbiguousWrite(type(exc).__name__) from None
         try:
-            envelope = decode_envelope(response)
-        except Unavailable as exc:
-            if response.is_success:
+            envelope = decode_envelope(response, method)
+        except MethodUnavailable:
+            raise  # nothing was done
+        except (Unavailable, ContractChanged) as exc:
+            if response.is_success:  # it may have been applied: the adapter looks before anything else
                 raise AmbiguousWrite("unreadable answer to a write", emr_status=response.status_code) from None
             raise exc from None
         try:
             return results_of(envelope, type_)
-        except Unavailable:
+        except ContractChanged:
             raise AmbiguousWrite("unreadable answer to a write", emr_status=response.status_code) from None

@@ -1,4 +1,4 @@
-"""A stand-in for Nookal's v2 REST API (`/production/v2/<method>`), faithful to what the notes document.
+"""A stand-in for Nookal's v2 REST API (`/production/v2/<method>`), faithful to what the notes and evidence document.
 
 Served methods: verify, getLocations, getPractitioners, getAppointmentTypes, getAppointments, getPatients,
 searchPatients, addPatient, addAppointmentBooking, cancelAppointment, rebookAppointment,
@@ -10,6 +10,18 @@ variable: api_key", unknown -> L003, disabled -> L004); keys scoped to the locat
 "nextPage", "pageLength"}}`; ids and flags as strings (`"0"`/`"1"`), absent values as null; clinic-local dates and
 times with no offset; `page`/`page_length` paging with `settings.nextPage`; inclusive `date_from`/`date_to` on
 getAppointments; `last_modified` filters; overlapping bookings refused unless `allow_overlap_bookings`.
+
+Seen live (evidence-2026-11 §2, a live account on 2026-08-03): a method name Nookal does not know is answered with
+its themed HTML 404 page (status 404, text/html), before any key check, not with a JSON failure; so is
+rebookAppointment in `rebook="absent"` mode. `getAppointmentTypes` is the real name (there is no `getServices`).
+
+Faults: MISSTORE (`FaultInjector.misstore`) applies to addAppointmentBooking and rebookAppointment, where the time is
+stored: the appointment keeps the shifted wall time and the answer is the usual one. REJECT answers Nookal's failure
+envelope, its `errorMessage` and an alert quoting the fault's message (a refusal naming a patient). APPLY_LATE works
+as in every emulator (504 at once, the write applied later).
+
+`notes` on addAppointmentBooking is stored verbatim (the gateway's marker travels in it) and copied by a rebook that
+makes a new appointment.
 
 Every side it takes on an UNCONFIRMED fact is listed in adapters/nookal/adapter.py's docstring.
 """
@@ -42,17 +54,28 @@ from adapters.emulation import (
 )
 
 JSON = "application/json"
+HTML = "text/html; charset=UTF-8"
 PREFIX = "/production/v2"
 DEFAULT_API_KEY = "emulator-nookal-key-0001"
 STAMP = "%Y-%m-%d %H:%M:%S"
 MAX_AVAILABILITY_DAYS = 62
 RebookMode = Literal["in_place", "new_id", "absent"]
+# Nookal's themed 404 page, reduced to the phrases integrators match on (evidence-2026-11 §2.2).
+NOT_FOUND_PAGE = (
+    b"<!DOCTYPE html><html><head><title>404 Page Not Found | Nookal</title></head><body>"
+    b"<h1>Hold it right there!</h1><p>404 Page Not Found</p>"
+    b"<p>Looks like you've found a page that doesn't exist.</p></body></html>"
+)
 
 
 class ApiFailure(Exception):
     def __init__(self, code: str, message: str, alerts: list[str] | None = None, status: int = 200) -> None:
         super().__init__(message)
         self.code, self.message, self.alerts, self.status = code, message, alerts or [], status
+
+
+class UnknownMethod(Exception):
+    """A method name Nookal does not serve: answered with its HTML 404 page."""
 
 
 def missing(name: str) -> ApiFailure:
@@ -148,6 +171,7 @@ class NookalEmulator(Emulator):
         self.traffic = Traffic(max_exchanges)
         self.zone = zoneinfo.ZoneInfo(seed.time_zone)
         self._lock = threading.RLock()
+        self._verb = "POST"  # the HTTP method of the call being handled (under the lock), for MISSTORE matching
         self._ids = itertools.count(1)
         self.locations: dict[str, LocationRec] = {}
         self.practitioners: dict[str, PractitionerRec] = {}
@@ -228,6 +252,17 @@ class NookalEmulator(Emulator):
         # v3's transient 5xx answers are HTML pages (N-CEO); v2 is assumed alike.
         body = f"<html><body><h1>{fault.status} Service Unavailable</h1></body></html>".encode()
         return RawResponse(fault.status, body, "text/html; charset=utf-8")
+
+    def _rejected(self, fault: Fault) -> RawResponse:
+        """REJECT in Nookal's failure envelope: `errorMessage` and an alert quote `fault.message` (prose such as a
+        patient's name, as a real refusal may), under an invented code, at the fault's HTTP status (422 if unset)."""
+        text = fault.message or "Invalid value"
+        body = {
+            "status": "failure",
+            "details": {"errorMessage": text, "errorCode": "V001", "alerts": [text, "Invalid variable: first_name"]},
+        }
+        status = fault.status if fault.status != 503 else 422
+        return RawResponse(status, msgspec.json.encode(body), JSON)
 
     # ------------------------------------------------------------------ rendering
 
@@ -333,13 +368,24 @@ class NookalEmulator(Emulator):
     def _one(method: str, results: dict[str, Any]) -> dict[str, Any]:
         return {"status": "success", "data": {"api_call": method, "results": results}, "details": {}}
 
-    def handle(self, method: str, params: dict[str, str]) -> dict[str, Any]:
+    def handle(self, method: str, params: dict[str, str], verb: str = "POST") -> dict[str, Any]:
         handler = self.METHODS.get(method)
-        if handler is None:
-            raise ApiFailure("L001", "Invalid API method", [f"Unknown method: {method}"], status=404)
+        if handler is None or (method == "rebookAppointment" and self.rebook_mode == "absent"):
+            raise UnknownMethod(method)
         scope = self._authorise(params)
         with self._lock:
+            self._verb = verb
             return handler(self, method, params, scope)
+
+    def _stored_times(
+        self, method: str, date: datetime.date, start: datetime.time, end: datetime.time
+    ) -> tuple[datetime.date, datetime.time, datetime.time]:
+        """The wall date and times this write stores: as asked, or as a MISSTORE fault misreads them."""
+        fault = self.faults.misstore(self._verb, f"{PREFIX}/{method}")
+        if fault is None:
+            return date, start, end
+        begin, finish = fault.misstored(datetime.datetime.combine(date, start), datetime.datetime.combine(date, end))
+        return begin.date(), begin.time(), finish.time()
 
     # ------------------------------------------------------------------ methods
 
@@ -452,7 +498,7 @@ class NookalEmulator(Emulator):
             raise invalid("practitioner_id")
         if type_id not in self.types:
             raise invalid("appointment_type_id")
-        end = self._end(type_id, date, start)
+        date, start, end = self._stored_times(method, date, start, self._end(type_id, date, start))
         allow = params.get("allow_overlap_bookings", "").lower() in ("1", "true")
         self._check_slot(practitioner_id, date, start, end, allow)
         now = self._stamp()
@@ -485,8 +531,6 @@ class NookalEmulator(Emulator):
         return self._one(method, {"ID": rec.id, "patientID": rec.patient_id})
 
     def rebook_appointment(self, method: str, params: dict[str, str], scope: set[str]) -> dict[str, Any]:
-        if self.rebook_mode == "absent":
-            raise ApiFailure("L001", "Invalid API method", [f"Unknown method: {method}"], status=404)
         rec = self._owned(params, scope)
         if rec.cancelled:
             raise ApiFailure("A003", "The appointment is already cancelled")
@@ -498,7 +542,7 @@ class NookalEmulator(Emulator):
         practitioner_id = params.get("practitioner_id") or rec.practitioner_id
         if practitioner_id not in self.practitioners:
             raise invalid("practitioner_id")
-        end = self._end(rec.type_id, date, start)
+        date, start, end = self._stored_times(method, date, start, self._end(rec.type_id, date, start))
         cancel_first = params.get("cancel_first", "").lower() in ("1", "true")
         exclude = rec.id if (self.rebook_mode == "in_place" or cancel_first) else None
         self._check_slot(practitioner_id, date, start, end, False, exclude)
@@ -599,8 +643,10 @@ class NookalEmulator(Emulator):
                 form = await request.form()
                 params.update({k: str(v) for k, v in form.items()})
             try:
-                body = em.handle(method, params)
+                body = em.handle(method, params, request.method)
                 status = 200
+            except UnknownMethod:
+                return Response(NOT_FOUND_PAGE, status_code=404, media_type=HTML)
             except ApiFailure as exc:
                 body = {
                     "status": "failure",
@@ -610,9 +656,7 @@ class NookalEmulator(Emulator):
             return Response(msgspec.json.encode(body), status_code=status, media_type=JSON)
 
         def not_found(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-            return Response(
-                b"<html><body><h1>404 Not Found</h1></body></html>", status_code=404, media_type="text/html"
-            )
+            return Response(NOT_FOUND_PAGE, status_code=404, media_type=HTML)
 
         return build_emulator_app(
             self,
@@ -620,5 +664,6 @@ class NookalEmulator(Emulator):
             traffic=self.traffic,
             rate_limited=self._rate_limited,
             server_error=self._server_error,
+            rejected=self._rejected,
             exception_handlers={404: not_found, 405: not_found},
         )

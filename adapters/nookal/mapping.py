@@ -2,6 +2,10 @@
 
 Nookal sends every date and time as the clinic's wall clock with no offset; the location's IANA `Timezone` turns
 it into an instant. A wall time in the repeated hour of a DST change is read as its first occurrence.
+
+An appointment's `Notes` may end with the gateway's marker (`[egw:<operation id>]`, adapters/markers.py), written by
+the booking so a create whose answer was lost is recognised as that operation's: callers see the notes without it
+and the operation in `Appointment.operation_id`.
 """
 
 from __future__ import annotations
@@ -9,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from adapters import phones
+from adapters.markers import operation_of, without_marker
 from adapters.nookal import wire
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.catalog import Location, Practitioner, Service
@@ -81,6 +86,20 @@ def wall(moment: dt.datetime, zone: ZoneInfo) -> tuple[str, str]:
     """(`YYYY-MM-DD`, `HH:MM:SS`) on the clinic's wall clock, the form Nookal's date/time parameters take."""
     local = utc(moment, zone).astimezone(zone)
     return local.date().isoformat(), local.strftime("%H:%M:%S")
+
+
+def same_zone(configured: str, shown: str) -> bool:
+    """Whether two zone names give the same wall clock (equal, or aliases such as `UTC`/`Etc/UTC`) over the next two
+    years; an unknown name never agrees."""
+    try:
+        a, b = ZoneInfo(configured), ZoneInfo(shown)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    if a.key == b.key:
+        return True
+    now = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    instants = (now + dt.timedelta(days=d) for d in range(731))
+    return all(m.astimezone(a).utcoffset() == m.astimezone(b).utcoffset() for m in instants)
 
 
 def parse_time(value: str) -> dt.time:
@@ -164,11 +183,12 @@ def appointment_of(a: wire.Appointment, zone: ZoneInfo, location_id: str) -> App
         practitioner_id=ident(a.practitionerID),
         service_id=ident(a.appointmentTypeID),
         location_id=location_id,
-        notes=text(a.Notes),
+        notes=without_marker(text(a.Notes)),
         created_at=stamp_instant(a.dateCreated, zone),
         updated_at=stamp_instant(a.lastModified, zone),
         emr=EMR_SLUG,
         emr_location_id=text(a.locationID),
+        operation_id=operation_of(a.Notes),
     )
 
 

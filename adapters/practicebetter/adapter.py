@@ -1,25 +1,48 @@
 """The Practice Better adapter: one gateway location is one Practice Better practice (one client id/secret).
 
-UNCONFIRMED facts from the research notes this adapter and its emulator take a side on:
-- `duration` unit: a setting, `duration_unit`, default "minutes" (the swagger-based sources); "seconds" (one
-  production integrator) is selectable. The emulator can be switched to either and the contract suite passes both.
-- `sessionDate`: a setting, `session_date_mode`, default "utc" (an RFC 3339 instant with `Z`); "wall_time" sends
-  naive wall time in `session_date_zone` (default America/New_York), as one integrator observed Practice Better
-  reading it. Responses are read as instants; a naive response time is read the same way the location sends.
+Facts from the notes and evidence-2026-11 §3 this adapter and its emulator take a side on:
+- `sessionDate`: sent as naive wall time (`session_date_mode="wall_time"`) in `session_date_zone`, by default the
+  location's time zone. The only integrator who books in production found Practice Better ignores a trailing `Z`
+  and the `timeZone` field, reads the clock time in the account's zone (US Eastern for theirs) and answers 500 to an
+  offset. No endpoint is evidenced that tells the account's zone (`GET /timezones` lists names; `profile.timeZone`
+  is a client's), hence the location's. "utc" (an instant with `Z`, as swagger readers send) stays selectable.
+  Responses carry `sessionDate`/`endDate` as UTC instants with `Z`; a naive one is read in the zone we send in.
+- `duration` unit: `duration_unit="auto"` reads it off an existing session (its `duration` against its own start
+  and end instants) before the first write; with no session to read, minutes (`settings.FALLBACK_UNIT`).
+- Writes are verified (adapters.verify): the stored start and end are Practice Better's own `sessionDate` and
+  `endDate`, so a wrong zone or unit is a `WriteMismatch` (undone), never a session silently hours or 60x off.
+  A booking is 1 call: the create (`ignoreConflict: false`, so Practice Better itself refuses an overlap with 409),
+  whose answer is the stored session verification reads; the first booking of an adapter instance may also read the
+  services (the length, when the caller gives no end) and, in `auto`, one page of sessions (the unit); a create
+  whose answer is lost adds one session list per look while it is watched for. A reschedule
+  is 3: read, `PUT …/date`, and a read-back that verification reads (the `PUT`'s answer is not evidenced).
+- A create is never sent twice (adapters.reconcile): one whose answer is lost (a timeout, a dropped connection, a
+  500/502/504 from a proxy while Practice Better may still finish) is watched for `write_patience_seconds` and
+  adopted when it appears, else `OutcomeUnknown` with the operation id. Sessions keep `notes` (optional on create,
+  evidence §3.1), so a booking carries the gateway's marker there (`adapters.markers`; stripped from the notes
+  callers see): the lookup (client, consultant, service, within 40 h of the start) takes the session with this
+  operation's marker wherever it landed, never one with another operation's marker. Without a marker to go by, a
+  session created since the write at the asked instant, or at our wall time read in some UTC offset. A session
+  found hours away is then verified (and cancelled). `find_booking` runs the same lookup for the reconciler.
+- No post-write race check: Practice Better refuses an overlapping session itself (`409` with `ignoreConflict:
+  false`, on create and on `PUT …/date`), so two racers cannot both keep a slot and nothing is read after the write.
+  Whether that refusal is atomic inside Practice Better is not evidenced.
+- Client records: a create is never sent twice either; one whose answer is lost is looked for by e-mail, which
+  Practice Better keeps unique per practice (a duplicate is refused).
 - Token lifetime: `expires_in` is honoured; 3600 s when missing; re-minted 60 s early, and once on a 401.
 - Rate limit: 5 requests/s with bursts of 20 (integrators citing the swagger); a 429's `Retry-After` pauses the
   practice's requests (they fail fast with `RateLimited`) until it passes.
 - Members envelope key: `members` or `items`, both read. Member e-mails: `profile.emailAddress` when present.
 - Availability: `day=YYYY-MM-DDT00:00:00` covers that one calendar day in the practice's zone; one call per day.
-- `ignoreConflict: false` makes Practice Better refuse an overlapping session with 409 (REJECTS_DOUBLE_BOOKING
-  rests on that; the adapter does not check the calendar itself).
 - Cancel reasons: Practice Better keeps cancellation notes only; the reason travels in the note and is reported on
   the cancel's answer, not on later reads.
 - Change feed: sessions have no "modified since" filter; the poll lists sessions from one day ago onward and keeps
   those whose `dateModified` is at or after the cursor. Changes to older sessions come from Practice Better's
   webhooks (gateway/routes/practicebetter_webhooks.py) or the daily sweep.
-- Client records: a create that collides (409) is an existing client with that e-mail; it is returned (filling a
-  missing phone or birth date with a full-record `PUT`, since `PUT` erases what it is not sent).
+- Client records: `profile.emailAddress` is required on create (the swagger), so a patient without one is refused
+  before anything is sent. A duplicate e-mail may answer 409 (the swagger), 400 or 500 (the production integrator):
+  each ends in the existing client being returned (filling a missing phone or birth date with a full-record `PUT`,
+  since `PUT` erases what it is not sent).
 """
 
 from __future__ import annotations
@@ -28,14 +51,25 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, TypeVar, cast
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import msgspec
 
+from adapters import probes
 from adapters.base import AdapterContext, Capability, EMRAdapter
-from adapters.errors import AdapterError, NotFound, OutcomeUnknown, Rejected, SlotUnavailable, Unsupported
+from adapters.errors import (
+    AdapterError,
+    ContractChanged,
+    InvalidReference,
+    NotFound,
+    Rejected,
+    SlotUnavailable,
+    Unavailable,
+    Unsupported,
+)
 from adapters.http import DEFAULT_RETRY, RetryPolicy
+from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
 from adapters.practicebetter import mapping, wire
 from adapters.practicebetter.client import Conflict, Params, PracticeBetterClient
@@ -48,8 +82,14 @@ from adapters.practicebetter.index import (
     name_digest,
     phone_digest,
 )
-from adapters.practicebetter.settings import PracticeBetterCredentials, PracticeBetterSettings
-from adapters.reconcile import AmbiguousWrite, reconciled, unknown
+from adapters.practicebetter.settings import (
+    FALLBACK_UNIT,
+    DurationUnit,
+    PracticeBetterCredentials,
+    PracticeBetterSettings,
+)
+from adapters.reconcile import AmbiguousWrite, reconciled
+from adapters.verify import Asked, Written
 from schemas.appointments import Appointment
 from schemas.availability import Slot
 from schemas.catalog import Location, Practitioner, Service
@@ -63,6 +103,7 @@ from schemas.commands import (
     RescheduleCommand,
 )
 from schemas.patients import Patient, PatientQuery
+from schemas.verify import SettingCheck
 
 T = TypeVar("T")
 
@@ -73,6 +114,27 @@ MEMBERS = "company/administration/members"
 SERVICES = "consultant/services"
 SLOTS = "consultant/availability/slots"
 FEED_LOOKBACK = timedelta(days=1)
+UNIT_SAMPLE = 20  # sessions read to learn the `duration` unit (one page, newest first)
+# A timed-out create is looked for this far either side of the asked start: a wall time read in another zone lands
+# at most 26 h away (UTC-12 to UTC+14), and the list's own date filters may be read as wall time too (14 h).
+LANDED_SLACK = timedelta(hours=40)
+CLOCK_SKEW = timedelta(seconds=60)  # between our clock and Practice Better's `dateCreated`
+OFFSETS = (timedelta(hours=-12), timedelta(hours=14))  # the UTC offsets any zone has
+QUARTER = timedelta(minutes=15)  # every UTC offset in use is a whole number of quarter hours
+SAME_MINUTE = timedelta(seconds=59)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+UNIT_SOURCE = (
+    "evidence-2026-11 §3.2: swagger readers say minutes, the one production booker (idx:56693308392) seconds; "
+    "read off an existing session's duration against its start and end"
+)
+MODE_SOURCE = (
+    "evidence-2026-11 §3.2: the one production booker (idx:56693308392) saw `Z` and `timeZone` ignored, the clock "
+    "read as the account's wall time, and offsets answered 500; not readable from the account: book once and look"
+)
+ZONE_SOURCE = (
+    "evidence-2026-11 §3.2: US Eastern for that integrator's account; no endpoint is evidenced that exposes an "
+    "account's zone, so it defaults to the location's: book once and look"
+)
 
 SlotAnswer = list[wire.AvailableSlot] | wire.SlotsEnvelope
 
@@ -90,7 +152,8 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
     slug: ClassVar[str] = "practicebetter"
     display_name: ClassVar[str] = "Practice Better"
     verified_against: ClassVar[str] = (
-        "Practice Better API v1 (beta) as integrators read the vendor swagger (api-docs.practicebetter.io); "
+        "Practice Better API v1 (beta) as integrators read the vendor swagger (api-docs.practicebetter.io) and "
+        "as one production integrator observed it (evidence-2026-11 §3); "
         "not run against a live account"
     )
     settings_type: ClassVar[type[PracticeBetterSettings]] = PracticeBetterSettings
@@ -104,6 +167,10 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
         RateLimit(per_second=4.5, burst=20),
         RateLimit(per_second=0.1, burst=1000),
     )
+    write_settings: ClassVar[dict[str, str]] = {
+        "start": "settings.session_date_mode / settings.session_date_zone (unset: the location's time_zone)",
+        "end": "settings.duration_unit",
+    }
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.CUSTOM_DURATION,
@@ -137,6 +204,7 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
         self.client = PracticeBetterClient(http, settings, credentials, DEFAULT_RETRY)
         self.client_index: ClientIndex = InMemoryClientIndex()
         self._durations: dict[str, int] = {}
+        self._unit_learned: DurationUnit | None = None
 
     @property
     def retry(self) -> RetryPolicy:
@@ -151,13 +219,57 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
     def _utc(self, moment: datetime) -> datetime:
         return mapping.utc(moment, self.context.time_zone)
 
+    def _wall_zone(self) -> ZoneInfo:
+        """The zone Practice Better reads a naive `sessionDate` in: `session_date_zone`, else the location's."""
+        name = self.settings.session_date_zone or self.context.time_zone
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise Rejected("the location's session_date_zone is not a known time zone") from None
+
+    def _naive_zone(self) -> ZoneInfo:
+        """How a naive time in an answer is read: the way this location sends them."""
+        return self._wall_zone() if self.settings.session_date_mode == "wall_time" else ZoneInfo("UTC")
+
+    def _session_date(self, start: datetime) -> str:
+        return mapping.session_date(start, self.settings.session_date_mode, self._wall_zone())
+
+    def _start_of(self, session: wire.Session) -> datetime:
+        return mapping.instant(session.sessionDate, self._naive_zone())
+
     def _appointment(self, session: wire.Session, practitioner_id: str = "") -> Appointment:
-        return mapping.appointment_of(session, self.context, self.settings, practitioner_id)
+        return mapping.appointment_of(session, self.context, self._naive_zone(), practitioner_id)
+
+    async def _unit_shown(self) -> DurationUnit | None:
+        """The `duration` unit the account's newest sessions show (read-only: one page)."""
+        sessions = await self.client.page(SESSIONS, wire.Session, limit=UNIT_SAMPLE)
+        return mapping.unit_shown(sessions, self._naive_zone())
+
+    async def _unit(self, hint: wire.Session | None = None) -> DurationUnit:
+        """`duration_unit`, or in `auto` the unit a session shows (`hint`, else the newest ones), learned once per
+        adapter instance; with none to read, `FALLBACK_UNIT` (asked again at the next write)."""
+        configured = self.settings.duration_unit
+        if configured != "auto":
+            return configured
+        if self._unit_learned is None:
+            shown = mapping.unit_of(hint, self._naive_zone()) if hint is not None else None
+            self._unit_learned = shown or await self._unit_shown()
+        return self._unit_learned or FALLBACK_UNIT
 
     async def _session(self, session_id: str) -> wire.Session:
         if not ID_RE.match(session_id):
             raise NotFound("not a Practice Better session id")
         return await self.client.get(f"{SESSIONS}/{session_id}", wire.Session)
+
+    async def _read_back(self, session_id: str) -> wire.Session:
+        """The session after a write Practice Better accepted (whose answer carries no session): a read that fails
+        here leaves the write's effect unseen, not undone, so it is watched for like an unanswered write."""
+        try:
+            return await self._session(session_id)
+        except ContractChanged:
+            raise  # an answer it can no longer read: name that, it will not pass by waiting
+        except AdapterError:
+            raise AmbiguousWrite("the write was accepted but the session could not be read back") from None
 
     async def _duration(self, service_id: str) -> int:
         if service_id not in self._durations:
@@ -173,13 +285,25 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
         return consultant
 
     async def _reconciled(
-        self, write: Callable[[], Awaitable[T]], landed: Callable[[], Awaitable[T | None]], what: str
+        self,
+        write: Callable[[], Awaitable[T]],
+        landed: Callable[[], Awaitable[T | None]],
+        what: str,
+        *,
+        create: bool = False,
+        operation_id: str | None = None,
     ) -> T:
-        return await reconciled(write, landed, what=what, emr=EMR_NAME)
-
-    @staticmethod
-    def _unknown(what: str, cause: str) -> OutcomeUnknown:
-        return unknown(EMR_NAME, what, cause)
+        """A create (session or client record) is watched for and never sent twice; a move or a cancel, which lands
+        the same way twice, may be sent once more after Practice Better showed the first did not land."""
+        return await reconciled(
+            write,
+            landed,
+            what=what,
+            emr=EMR_NAME,
+            patience=self.context.write_patience_seconds,
+            resend=not create,
+            operation_id=operation_id,
+        )
 
     async def _sessions(self, params: Params) -> list[wire.Session]:
         return await self.client.list(SESSIONS, wire.Session, params)
@@ -189,29 +313,36 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
     async def get_appointment(self, appointment_id: str) -> Appointment:
         return self._appointment(await self._session(appointment_id))
 
-    async def book(self, command: BookCommand) -> Appointment:
+    async def _book(self, command: BookCommand) -> Written:
         consultant = self._consultant(command.practitioner_id)
         start = self._utc(command.start)
+        for name, value in (("patient", command.patient_id), ("service", command.service_id)):
+            if not ID_RE.match(value):
+                raise Rejected(f"not a Practice Better {name} id")
         if command.end is not None:
             minutes = int((self._utc(command.end) - start).total_seconds() // 60)
         else:
             minutes = await self._duration(command.service_id)
         if minutes <= 0:
             raise Rejected("the appointment must end after it starts")
-        for name, value in (("patient", command.patient_id), ("service", command.service_id)):
-            if not ID_RE.match(value):
-                raise Rejected(f"not a Practice Better {name} id")
+        asked = Asked(
+            start=start,
+            end=start + timedelta(minutes=minutes),
+            practitioner_id=consultant,
+            patient_id=command.patient_id,
+        )
         body = wire.SessionCreate(
             clientRecordId=command.patient_id,
             serviceId=command.service_id,
             serviceType=self.settings.service_type,
-            sessionDate=mapping.session_date(start, self.settings),
-            duration=mapping.wire_duration(minutes, self.settings),
+            sessionDate=self._session_date(start),
+            duration=mapping.wire_duration(minutes, await self._unit()),
             asConsultantId=consultant,
             ignoreConflict=False,
             notify=self.settings.notify,
-            notes=command.notes,
+            notes=with_marker(command.notes, command.operation_id),
         )
+        sent_at = datetime.now(UTC)
 
         async def create() -> wire.Session:
             try:
@@ -224,44 +355,91 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
                 ) from None
 
         async def landed() -> wire.Session | None:
-            window = [
-                ("records", command.patient_id),
-                ("consultants", consultant),
-                ("date_gte", mapping.rfc3339(start - timedelta(minutes=1))),
-                ("date_lte", mapping.rfc3339(start + timedelta(minutes=1))),
-            ]
-            for candidate in await self._sessions(window):
-                if (
-                    not candidate.cancelled
-                    and mapping.instant(candidate.sessionDate, self.settings) == start
-                    and candidate.serviceId == command.service_id
-                ):
-                    return candidate
+            return self._pick(await self._candidates(command, consultant, start), command, start, sent_at)
+
+        session = await self._reconciled(create, landed, "booking", create=True, operation_id=command.operation_id)
+        return Written(stored=self._appointment(session, consultant), asked=asked)
+
+    async def _candidates(self, command: BookCommand, consultant: str, start: datetime) -> list[wire.Session]:
+        """The client's sessions (cancelled ones too) of that service with that consultant within `LANDED_SLACK` of
+        `start`: wherever a create of `command` can have landed, even with its wall time read in another zone."""
+        window = [
+            ("records", command.patient_id),
+            ("consultants", consultant),
+            ("date_gte", mapping.rfc3339(start - LANDED_SLACK)),
+            ("date_lte", mapping.rfc3339(start + LANDED_SLACK)),
+        ]
+        return [s for s in await self._sessions(window) if s.serviceId == command.service_id]
+
+    def _pick(
+        self, candidates: list[wire.Session], command: BookCommand, start: datetime, sent_at: datetime | None
+    ) -> wire.Session | None:
+        """The session `command`'s create made, among `candidates`.
+
+        The operation's marker in `notes` settles it wherever the session landed (verification then judges its time).
+        A session carrying another operation's marker is never it; once any candidate shows a marker, Practice Better
+        evidently keeps notes, so an unmarked one is not it either. Without a marker to go by: a session at the asked
+        instant, or (`sent_at` known: the create's own lookup) our wall time read in some other zone; only a session
+        created since the write counts, and only one may (two make the outcome unknown rather than a guess)."""
+        operation = command.operation_id
+        if operation is not None:
+            marked = [s for s in candidates if operation_of(s.notes) == operation]
+            if marked:  # cancelled since (e.g. undone by verification): there is no booking to adopt
+                live = [s for s in marked if not s.cancelled]
+                return min(live, key=lambda s: (_aware(s.dateCreated or _EPOCH), s.id)) if live else None
+            if any(operation_of(s.notes) is not None for s in candidates):
+                return None
+        unmarked = [s for s in candidates if not s.cancelled and operation_of(s.notes) is None]
+        if sent_at is not None:
+            unmarked = [s for s in unmarked if s.dateCreated is None or _aware(s.dateCreated) >= sent_at - CLOCK_SKEW]
+        exact = [s for s in unmarked if abs(self._start_of(s) - start) <= SAME_MINUTE]
+        if exact:
+            return min(exact, key=lambda s: (_aware(s.dateCreated or _EPOCH), s.id))
+        if sent_at is None:
             return None
+        clock = datetime.fromisoformat(self._session_date(start).removesuffix("Z")).replace(tzinfo=None)
+        misread = [s for s in unmarked if s.dateCreated is not None and _read_in_some_zone(clock, self._start_of(s))]
+        if len(misread) > 1:
+            raise Unavailable("more than one new session could be the booking that timed out")
+        return misread[0] if misread else None
 
-        return self._appointment(await self._reconciled(create, landed, "booking"), consultant)
+    async def find_booking(self, command: BookCommand) -> Appointment | None:
+        """The session `command` made, for the gateway's reconciler and a retry after a crash (read-only): one
+        session list of the client with that consultant around the start. With the operation's marker it is found
+        wherever Practice Better stored it, also hours away when the wall time was read in another zone (its start
+        then differs from the command's: compare before adopting it, as verification does); without one, only a
+        session at the asked start."""
+        consultant = self._consultant(command.practitioner_id)
+        for value in (command.patient_id, consultant, command.service_id):
+            if not ID_RE.match(value):
+                return None
+        start = self._utc(command.start)
+        found = self._pick(await self._candidates(command, consultant, start), command, start, None)
+        return self._appointment(found, consultant) if found is not None else None
 
-    async def reschedule(self, command: RescheduleCommand) -> Appointment:
+    async def _reschedule(self, command: RescheduleCommand) -> Written:
         current = await self._session(command.appointment_id)
         before = self._appointment(current)
         if current.cancelled:
             raise Rejected("a cancelled session cannot be rescheduled")
         if command.practitioner_id is not None and command.practitioner_id != before.practitioner_id:
             raise Unsupported("Practice Better moves a session's date only; it cannot change its practitioner")
-        if command.notes is not None and command.notes != (current.notes or None):
+        if command.notes is not None and command.notes != without_marker(current.notes):
             raise Unsupported("Practice Better cannot change a session's notes through its API")
+        unchanged = Asked(start=before.start, end=before.end, practitioner_id=before.practitioner_id)
         if command.start is None:
-            return before
+            return Written(stored=before, asked=unchanged, previous=before)
         start = self._utc(command.start)
         length = (self._utc(command.end) - start) if command.end is not None else before.end - before.start
         minutes = int(length.total_seconds() // 60)
         if minutes <= 0:
             raise Rejected("the appointment must end after it starts")
+        asked = Asked(start=start, end=start + timedelta(minutes=minutes), practitioner_id=before.practitioner_id)
         if start == before.start and length == before.end - before.start:
-            return before
+            return Written(stored=before, asked=asked, previous=before)
         body = wire.SessionDateUpdate(
-            sessionDate=mapping.session_date(start, self.settings),
-            duration=mapping.wire_duration(minutes, self.settings),
+            sessionDate=self._session_date(start),
+            duration=mapping.wire_duration(minutes, await self._unit(current)),
             ignoreConflict=False,
         )
 
@@ -274,13 +452,17 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
                     emr_status=exc.emr_status,
                     emr_message=exc.emr_message,
                 ) from None
-            return await self._session(current.id)
+            return await self._read_back(current.id)
 
         async def landed() -> wire.Session | None:
+            """Moved (wherever Practice Better put it: verification judges where) or not moved at all."""
             seen = await self._session(current.id)
-            return seen if mapping.instant(seen.sessionDate, self.settings) == start else None
+            if seen.dateModified is not None and current.dateModified is not None:
+                return seen if seen.dateModified != current.dateModified else None
+            return seen if (seen.sessionDate, seen.endDate) != (current.sessionDate, current.endDate) else None
 
-        return self._appointment(await self._reconciled(move, landed, "reschedule"))
+        moved = await self._reconciled(move, landed, "reschedule")  # the notes, and the marker in them, stay
+        return Written(stored=self._appointment(moved), asked=asked, previous=before)
 
     async def cancel(self, command: CancelCommand) -> Appointment:
         current = await self._session(command.appointment_id)
@@ -296,7 +478,7 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
 
         async def cancel() -> wire.Session:
             await self.client.write("POST", f"{SESSIONS}/{current.id}/cancel", body)
-            return await self._session(current.id)
+            return await self._read_back(current.id)
 
         async def landed() -> wire.Session | None:
             seen = await self._session(current.id)
@@ -407,32 +589,47 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
         return mapping.patient_of(await self._record(patient_id), self.context.time_zone)
 
     async def create_patient(self, patient: NewPatient) -> Patient:
+        """Lookup-or-create. A duplicate e-mail is answered 409 (the swagger), 400 or 500 (the production
+        integrator): all three end in the existing client, looked up by e-mail and returned."""
+        email = (patient.email or "").strip()
+        if not email:
+            raise InvalidReference(
+                "Practice Better requires an e-mail address to create a client", field="patient.email"
+            )
         profile = wire.ProfileCreate(
             firstName=patient.first_name,
             lastName=patient.last_name,
-            emailAddress=patient.email,
+            emailAddress=email,
             mobilePhone=patient.phone,
             dateOfBirth=patient.date_of_birth.isoformat() if patient.date_of_birth else None,
         )
         body = wire.ClientRecordCreate(profile=profile)
+        looked_up = False
 
         async def create() -> wire.ClientRecord:
             return await self.client.write_decoded("POST", RECORDS, body, wire.ClientRecord)
 
         async def landed() -> wire.ClientRecord | None:
-            if not patient.email:
-                return None
-            found = await self._existing(patient.email)
+            nonlocal looked_up
+            found = await self._existing(email)
+            looked_up = found is not None
             return found
 
         try:
-            record = await self._reconciled(create, landed, "client creation")
-        except Conflict:
-            # 409: a client with this e-mail exists already. Lookup-or-create returns it.
-            existing = await self._existing(patient.email) if patient.email else None
+            record = await self._reconciled(create, landed, "client creation", create=True)
+        except Rejected as exc:  # 409 or 400: a client with this e-mail may exist already
+            existing = await self._existing(email)
             if existing is None:
-                raise Rejected("Practice Better reported a duplicate client but none could be found") from None
-            record = await self._fill_gaps(existing, patient)
+                if isinstance(exc, Conflict):
+                    raise Rejected(
+                        "Practice Better reported a duplicate client but none could be found",
+                        emr_status=exc.emr_status,
+                        emr_message=exc.emr_message,
+                    ) from None
+                raise
+            record, looked_up = existing, True
+        if looked_up:
+            record = await self._fill_gaps(record, patient)
         await self._index([record])
         return mapping.patient_of(record, self.context.time_zone)
 
@@ -495,6 +692,36 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
         """Mints a token and reads the team: proves the client id/secret and their read scope."""
         await self.list_practitioners()
 
+    # ------------------------------------------------------------------------------------------------ verify
+
+    def verify_probes(self) -> list[tuple[str, probes.ProbeFn]]:
+        async def client_records() -> str:
+            records = await self.client.page(RECORDS, wire.ClientRecord)
+            return f"{len(records)} client record(s) on the first page"
+
+        return [("client records", client_records)]
+
+    async def observed_settings(self) -> list[SettingCheck]:
+        """The `duration` unit is read off the newest sessions; how `sessionDate` is read cannot be seen without
+        writing, so those checks only say what is configured and where the doubt comes from."""
+        shown = await self._unit_shown()
+        configured = self.settings.duration_unit
+        agrees = None if shown is None else (configured in ("auto", shown))
+        checks = [
+            SettingCheck(
+                setting="duration_unit",
+                configured=configured if configured != "auto" else f"auto ({FALLBACK_UNIT} until a session shows it)",
+                observed=shown,
+                agrees=agrees,
+                source=UNIT_SOURCE,
+            ),
+            SettingCheck(setting="session_date_mode", configured=self.settings.session_date_mode, source=MODE_SOURCE),
+        ]
+        if self.settings.session_date_mode == "wall_time":
+            zone = self.settings.session_date_zone or f"{self.context.time_zone} (the location's time zone)"
+            checks.append(SettingCheck(setting="session_date_zone", configured=zone, source=ZONE_SOURCE))
+        return checks
+
     # ------------------------------------------------------------------------------------------------ availability
 
     def _days(self, query: AvailabilityQuery) -> tuple[datetime, datetime, list[date]]:
@@ -525,7 +752,7 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
         raw = answer if isinstance(answer, list) else (answer.items or answer.slots or [])
         slots: list[Slot] = []
         for item in raw:
-            begin = mapping.instant(item.startDate, self.settings)
+            begin = mapping.instant(item.startDate, self._naive_zone(), "startDate")
             slots.append(
                 Slot(
                     start=begin,
@@ -586,3 +813,13 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
             appointments=sorted(appointments, key=lambda a: (a.updated_at or now, a.id)),
             cursor=mapping.rfc3339(max(stamps)) if stamps else mapping.rfc3339(since),
         )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _read_in_some_zone(clock: datetime, stored: datetime) -> bool:
+    """Whether `stored` (an instant) is the naive `clock` we sent read in some UTC offset."""
+    offset = clock - stored.astimezone(UTC).replace(tzinfo=None)
+    return OFFSETS[0] <= offset <= OFFSETS[1] and offset % QUARTER == timedelta(0)

@@ -15,8 +15,17 @@ from typing import TypeVar
 import httpx
 import msgspec
 
-from adapters.errors import AdapterError, AuthFailed, NotFound, RateLimited, Rejected, Unavailable
-from adapters.http import DEFAULT_RETRY, RetryPolicy, is_json, is_unsent, retry_after_of, safe_message, send_read
+from adapters.errors import AdapterError, AuthFailed, ContractChanged, NotFound, RateLimited, Rejected, Unavailable
+from adapters.http import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    decode,
+    is_json,
+    is_unsent,
+    retry_after_of,
+    safe_message,
+    send_read,
+)
 from adapters.http import transport_error as map_transport_error
 from adapters.practicebetter import limits, wire
 from adapters.practicebetter.settings import PracticeBetterCredentials, PracticeBetterSettings, base_url_of
@@ -33,7 +42,8 @@ Params = Sequence[tuple[str, str]]
 
 
 class Conflict(Rejected):
-    """409: a scheduling conflict on a session write, a duplicate on a client record create."""
+    """409: a scheduling conflict on a session write, a duplicate on a client record create (per the swagger; the
+    production integrator also saw 400 and 500 for a duplicate e-mail)."""
 
 
 def error_for(response: httpx.Response) -> AdapterError:
@@ -157,6 +167,11 @@ class PracticeBetterClient:
             return None
         return self._decode(response, type)
 
+    async def page(self, path: str, item: type[T], params: Params = (), limit: int = 100) -> list[T]:
+        """The first (newest) page of a list endpoint only."""
+        answer = await self.get(path, wire.Page[item], [*params, ("limit", str(limit))])  # type: ignore[valid-type]
+        return list(answer.items)
+
     async def list(self, path: str, item: type[T], params: Params = ()) -> list[T]:
         """Every item of a list endpoint: newest first, walking older pages with `before_id=<last id>`."""
         collected: list[T] = []
@@ -182,12 +197,7 @@ class PracticeBetterClient:
                 emr_status=response.status_code,
                 emr_message=safe_message(response),
             )
-        try:
-            return msgspec.json.decode(response.content, type=type)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise Unavailable(
-                f"Practice Better answered with an unexpected shape: {exc}", emr_status=response.status_code
-            ) from None
+        return decode(response.content, type, emr=EMR, status=response.status_code)
 
     # ------------------------------------------------------------------------------------------------ writes
 
@@ -219,9 +229,15 @@ class PracticeBetterClient:
         raise AssertionError("unreachable")
 
     async def write_decoded(self, method: str, path: str, body: msgspec.Struct | bytes | None, type: type[T]) -> T:
+        """A write whose answer is the written record. The write was applied whatever its answer looks like, so an
+        answer that cannot be read is reconciled (looked up), not reported as a failure that invites a retry."""
         response = await self.write(method, path, body)
         try:
             return self._decode(response, type)
+        except ContractChanged as exc:
+            raise AmbiguousWrite(
+                f"unreadable answer to a write: {exc.problem} at {exc.path}", emr_status=response.status_code
+            ) from None
         except Unavailable:
             raise AmbiguousWrite("unreadable answer to a write", emr_status=response.status_code) from None
 

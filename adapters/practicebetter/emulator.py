@@ -11,24 +11,37 @@ Documented behaviour it reproduces:
   or unknown token is `401`. One practice ("company") per seeded business, each with its own client id/secret.
 - Lists: `{count, hasMore, items}`, `limit` 1-100, `before_id`/`after_id` cursors; records and sessions newest first
   (by creation). Array filters are repeated keys.
-- `409` on a duplicate client e-mail and on a session overlapping the consultant's calendar unless
-  `ignoreConflict: true`; `461 Resource Access Denied` on another practice's client record; `404` with
-  `item_not_found` for unknown records; `204` when a day has no slots; `429` with `Retry-After` over 5 requests/s
-  (bursts of 20) per practice.
+- `sessionDate` (create and `PUT …/date`), as the one production integrator observed (evidence-2026-11 §3.2): the
+  clock time is read as wall time in the account's zone (`wall_zone`, default the seed's zone), a trailing `Z` and
+  the `timeZone` field are ignored, and an explicit offset (`-05:00`, `+00:00`) is a `500`. Responses give
+  `sessionDate`/`endDate` as UTC instants with `Z`.
+- A session's `duration` is in seconds by default, in requests and responses: the integrator who books in production
+  sends `minutes * 60` and reads answers as seconds, while the "minutes" of the swagger readers was never exercised
+  by a booking. The emulator stores whatever length that unit gives (`30` read as seconds is a
+  30-second session), so a client in the wrong unit shows in `endDate`.
+- A duplicate client e-mail on create is `400` (what the production integrator saw; 409 per the swagger and 500 are
+  selectable), and `profile.emailAddress` is required on create (the swagger, via w6w).
+- `409` on a session overlapping the consultant's calendar unless `ignoreConflict: true`; `461 Resource Access
+  Denied` on another practice's client record; `404` with `item_not_found` for unknown records; `204` when a day
+  has no slots; `429` with `Retry-After` over 5 requests/s (bursts of 20) per practice.
 - `PUT /consultant/records/{id}` replaces the whole record: fields not sent are erased.
 - Session `cancel` keeps the session, marked `cancelled`, and answers `202` with no body.
+- MISSTORE faults (adapters.emulation) apply where a create or `PUT …/date` stores the session's time; REJECT
+  faults answer in the error shape below (`{"message": …}`, 400 unless the fault gives a status).
 
-Switchable behaviour (the notes' open questions; constructor arguments):
-- `duration_unit`: "minutes" (default) or "seconds" for a session's `duration`, in requests and responses.
-- `session_date_mode`: "utc" (default: `sessionDate` is an instant, `Z` or offset) or "wall_time" (a trailing `Z`
-  is ignored and the clock time read in `wall_zone`; any other offset is a `500`), as one integrator observed.
+Switchable behaviour (constructor arguments; the evidence conflicts or is one account's):
+- `duration_unit`: "seconds" (default) or "minutes" (the swagger readers).
+- `session_date_mode`: "wall_time" (default, as above) or "utc" (`sessionDate` an instant, `Z` or offset, as the
+  swagger readers assume); `wall_zone`: the account's zone (default: the seed's).
+- `duplicate_status`: 400 (default), 409 or 500 for a duplicate client e-mail.
 
 Choices where the notes are silent (UNCONFIRMED):
-- `profile.emailAddress` is optional on create (the swagger lists it as required; clients without e-mail exist).
 - Error bodies are `{"message": …}` (plus `code` on 404); the token endpoint answers OAuth2's `{"error": …}`.
 - Members come as `{count, hasMore, items}`; each member's profile carries `emailAddress`.
 - `day` on availability is a calendar day in the practice's time zone; slots start on the seed's step.
-- Sessions carry `dateCreated`/`dateModified`; responses give `sessionDate`/`endDate` as UTC with `Z` in both modes.
+- Sessions carry `dateCreated`/`dateModified`; the list's `date_*` filters are instants.
+- A session shows the `notes` it was created with (optional on create, evidence §3.1) on reads; `PUT …/date` and
+  cancel leave them as they are (the cancel's notes are kept apart).
 - Webhook deliveries are `{"eventType", "resourceId", "companyId", "timestamp"}`; event types
   `client.record.created|updated`, `session.created|updated|cancelled`.
 """
@@ -142,7 +155,7 @@ class SessionRec:
     service_id: str
     service_type: str
     start: datetime.datetime
-    minutes: int
+    seconds: int
     created: datetime.datetime
     modified: datetime.datetime
     notes: str | None = None
@@ -151,7 +164,7 @@ class SessionRec:
 
     @property
     def end(self) -> datetime.datetime:
-        return self.start + datetime.timedelta(minutes=self.minutes)
+        return self.start + datetime.timedelta(seconds=self.seconds)
 
     def overlaps(self, start: datetime.datetime, end: datetime.datetime) -> bool:
         return not self.cancelled and self.start < end and self.end > start
@@ -233,9 +246,10 @@ class PracticeBetterEmulator(Emulator):
         self,
         seed: EmulatorSeed,
         *,
-        duration_unit: Literal["minutes", "seconds"] = "minutes",
-        session_date_mode: Literal["utc", "wall_time"] = "utc",
-        wall_zone: str = "America/New_York",
+        duration_unit: Literal["minutes", "seconds"] = "seconds",
+        session_date_mode: Literal["utc", "wall_time"] = "wall_time",
+        wall_zone: str | None = None,
+        duplicate_status: Literal[400, 409, 500] = 400,
         token_lifetime: int = 3600,
         rate_per_second: float = 5.0,
         burst: int = 20,
@@ -245,7 +259,8 @@ class PracticeBetterEmulator(Emulator):
         self.seed = seed
         self.duration_unit = duration_unit
         self.session_date_mode = session_date_mode
-        self.wall_zone = wall_zone
+        self.wall_zone = wall_zone or seed.time_zone
+        self.duplicate_status = duplicate_status
         self.token_lifetime = token_lifetime
         self.clock = clock
         self.zone = zoneinfo.ZoneInfo(seed.time_zone)
@@ -325,13 +340,16 @@ class PracticeBetterEmulator(Emulator):
     def location_config(self, base_url: str, business_index: int = 0) -> tuple[bytes, bytes]:
         company = self.companies[self.company_ids()[business_index]]
         default = next(m.id for m in company.members.values() if m.is_practitioner)
-        settings = {
+        # A location onboarded as the README says: the unit `locations verify` shows, the mode, and a zone only
+        # where the account's differs from the location's (the seed's).
+        settings: dict[str, str] = {
             "base_url": base_url.rstrip("/"),
             "consultant_id": default,
             "duration_unit": self.duration_unit,
             "session_date_mode": self.session_date_mode,
-            "session_date_zone": self.wall_zone,
         }
+        if self.wall_zone != self.seed.time_zone:
+            settings["session_date_zone"] = self.wall_zone
         credentials = {
             "client_id": company.client_id,
             "client_secret": company.client_secret,
@@ -380,6 +398,12 @@ class PracticeBetterEmulator(Emulator):
     def _rate_limited_fault(self, fault: Fault) -> RawResponse:
         return self._too_many(fault.retry_after)
 
+    def _rejected_fault(self, fault: Fault) -> RawResponse:
+        """A REJECT in this emulator's error shape, `{"message": …}` (400 unless a status is given): the text is the
+        fault's, as a Practice Better message naming the client would be."""
+        status = fault.status if fault.status != 503 else 400
+        return RawResponse(status, msgspec.json.encode({"message": fault.message or "The request is invalid."}), JSON)
+
     # ------------------------------------------------------------------ rendering
 
     def _member(self, m: MemberRec) -> dict[str, Any]:
@@ -412,7 +436,7 @@ class PracticeBetterEmulator(Emulator):
             "id": s.id,
             "sessionDate": iso(s.start),
             "endDate": iso(s.end),
-            "duration": s.minutes * 60 if self.duration_unit == "seconds" else s.minutes,
+            "duration": s.seconds if self.duration_unit == "seconds" else s.seconds // 60,
             "cancelled": s.cancelled,
             "serviceId": s.service_id,
             "serviceType": s.service_type,
@@ -460,12 +484,14 @@ class PracticeBetterEmulator(Emulator):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
     def _session_date(self, raw: object) -> datetime.datetime:
+        """`sessionDate` as an instant. In "wall_time" (the observed behaviour) a trailing `Z` is ignored, the clock
+        time is read in the account's zone whatever `timeZone` says, and an offset is a 500."""
         if not isinstance(raw, str):
             raise bad_request("sessionDate is required")
         text = raw.strip()
         if self.session_date_mode == "wall_time":
             if text.endswith(("Z", "z")):
-                text = text[:-1]  # ignored, as observed
+                text = text[:-1]
             try:
                 value = datetime.datetime.fromisoformat(text)
             except ValueError:
@@ -479,14 +505,21 @@ class PracticeBetterEmulator(Emulator):
             raise bad_request("sessionDate is not valid") from None
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
-    def _minutes(self, raw: object) -> int:
+    def _seconds(self, raw: object) -> int:
+        """A session's length from `duration`, in this account's unit (nothing rounds it to minutes)."""
         if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
             raise bad_request("duration is required")
-        if self.duration_unit == "seconds":
-            if raw % 60:
-                raise bad_request("duration must be whole minutes")
-            return raw // 60
-        return raw
+        return raw if self.duration_unit == "seconds" else raw * 60
+
+    def _misstore(
+        self, method: str, path: str, start: datetime.datetime, seconds: int
+    ) -> tuple[datetime.datetime, int]:
+        """(start, length) as stored, after any MISSTORE fault for this write."""
+        fault = self.faults.misstore(method, path)
+        if fault is None:
+            return start, seconds
+        begin, end = fault.misstored(start, start + datetime.timedelta(seconds=seconds))
+        return begin, int((end - begin).total_seconds())
 
     def _company(self, request: Request[Any, Any, Any]) -> CompanyRec:
         return self.companies[request.scope[COMPANY_KEY]]  # type: ignore[literal-required]
@@ -505,8 +538,8 @@ class PracticeBetterEmulator(Emulator):
             raise not_found()
         return rec
 
-    def _conflicts(self, s: SessionRec | None, consultant: str, start: datetime.datetime, minutes: int) -> bool:
-        end = start + datetime.timedelta(minutes=minutes)
+    def _conflicts(self, s: SessionRec | None, consultant: str, start: datetime.datetime, seconds: int) -> bool:
+        end = start + datetime.timedelta(seconds=seconds)
         return any(
             o.consultant_id == consultant and o.overlaps(start, end) and (s is None or o.id != s.id)
             for o in self.sessions.values()
@@ -534,15 +567,19 @@ class PracticeBetterEmulator(Emulator):
                 raise bad_request("serviceType is required")
             if service_type == "virtual" and not body.get("telehealthSettings"):
                 raise bad_request("telehealthSettings is required for virtual sessions")
-            start = self._session_date(body.get("sessionDate"))
-            minutes = self._minutes(body.get("duration"))
+            start, seconds = self._misstore(
+                "POST",
+                "/consultant/sessions",
+                self._session_date(body.get("sessionDate")),
+                self._seconds(body.get("duration")),
+            )
             consultant = str(body.get("asConsultantId") or "")
             if not consultant:
                 consultant = next(m.id for m in company.members.values() if m.is_owner)
             member = company.members.get(consultant)
             if member is None:
                 raise bad_request("asConsultantId is not valid")
-            if not body.get("ignoreConflict", False) and self._conflicts(None, consultant, start, minutes):
+            if not body.get("ignoreConflict", False) and self._conflicts(None, consultant, start, seconds):
                 raise ApiError(409, "The session conflicts with another session.")
             now = self._now()
             notes = body.get("notes")
@@ -554,7 +591,7 @@ class PracticeBetterEmulator(Emulator):
                 service_id=service.id,
                 service_type=service_type,
                 start=start,
-                minutes=minutes,
+                seconds=seconds,
                 created=now,
                 modified=now,
                 notes=notes if isinstance(notes, str) else None,
@@ -568,10 +605,11 @@ class PracticeBetterEmulator(Emulator):
             if rec.cancelled:
                 raise bad_request("The session is cancelled.")
             start = self._session_date(body.get("sessionDate"))
-            minutes = self._minutes(body.get("duration")) if "duration" in body else rec.minutes
-            if not body.get("ignoreConflict", False) and self._conflicts(rec, rec.consultant_id, start, minutes):
+            seconds = self._seconds(body.get("duration")) if "duration" in body else rec.seconds
+            start, seconds = self._misstore("PUT", f"/consultant/sessions/{rec.id}/date", start, seconds)
+            if not body.get("ignoreConflict", False) and self._conflicts(rec, rec.consultant_id, start, seconds):
                 raise ApiError(409, "The session conflicts with another session.")
-            rec.start, rec.minutes, rec.modified = start, minutes, self._bumped(rec.modified)
+            rec.start, rec.seconds, rec.modified = start, seconds, self._bumped(rec.modified)
             return rec
 
     def cancel_session(self, company: CompanyRec, session_id: str, body: dict[str, Any]) -> SessionRec:
@@ -587,12 +625,15 @@ class PracticeBetterEmulator(Emulator):
         profile = body.get("profile")
         if not isinstance(profile, dict) or not profile.get("firstName") or not profile.get("lastName"):
             raise bad_request("profile.firstName and profile.lastName are required")
+        email = profile.get("emailAddress")
+        if not isinstance(email, str) or not email.strip():
+            raise bad_request("profile.emailAddress is required")
         with self._lock:
-            email = profile.get("emailAddress")
-            if isinstance(email, str) and email.strip():
-                wanted = email.strip().lower()
-                if any(r.company_id == company.id and r.email == wanted for r in self.records.values()):
-                    raise ApiError(409, "A client with this email address already exists.")
+            wanted = email.strip().lower()
+            if any(r.company_id == company.id and r.email == wanted for r in self.records.values()):
+                if self.duplicate_status == 500:
+                    raise ApiError(500, "An error has occurred.")
+                raise ApiError(self.duplicate_status, "A client with this email address already exists.")
             now = self._now()
             kept = {k: v for k, v in profile.items() if v is not None}
             rec = RecordRec(self._new_id(), company.id, kept, bool(body.get("isActive", True)), now, now)
@@ -931,6 +972,7 @@ class PracticeBetterEmulator(Emulator):
             handlers,
             traffic=self.traffic,
             rate_limited=self._rate_limited_fault,
+            rejected=self._rejected_fault,
             gate=self._gate,
             exception_handlers={ApiError: api_error, HTTPException: http_error},
         )

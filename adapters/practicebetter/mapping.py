@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from adapters import phones
 from adapters.base import AdapterContext
+from adapters.errors import ContractChanged
+from adapters.markers import operation_of, without_marker
 from adapters.practicebetter import wire
-from adapters.practicebetter.settings import PracticeBetterSettings
+from adapters.practicebetter.settings import DurationUnit, SessionDateMode
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.catalog import Practitioner, Service
 from schemas.patients import Patient
@@ -27,40 +30,61 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def session_date(moment: datetime, settings: PracticeBetterSettings) -> str:
-    """`sessionDate` as the location's `session_date_mode` says: a UTC instant, or naive wall time in the zone
-    Practice Better reads naive times in (one integrator's observation; offsets other than `Z` were refused)."""
-    if settings.session_date_mode == "wall_time":
-        local = moment.astimezone(ZoneInfo(settings.session_date_zone))
-        return local.replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S")
+def session_date(moment: datetime, mode: SessionDateMode, zone: ZoneInfo) -> str:
+    """`sessionDate` as the location's `session_date_mode` says: naive wall time in the zone Practice Better reads it
+    in (what the production integrator observed: `Z` and `timeZone` ignored, offsets refused), or a UTC instant."""
+    if mode == "wall_time":
+        return moment.astimezone(zone).replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S")
     return rfc3339(moment)
 
 
-def instant(value: str, settings: PracticeBetterSettings) -> datetime:
-    """A time Practice Better sent; a naive one is read the way this location sends them."""
-    parsed = datetime.fromisoformat(value)
+def instant(value: str, naive_zone: ZoneInfo, field: str = "sessionDate") -> datetime:
+    """A time Practice Better sent (UTC with `Z` as observed); a naive one is read in `naive_zone`."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ContractChanged(
+            f"Practice Better sent a {field} this adapter cannot read",
+            path=f"$.{field}",
+            problem="a str outside the expected format",
+        ) from None
     if parsed.tzinfo is None:
-        zone = ZoneInfo(settings.session_date_zone) if settings.session_date_mode == "wall_time" else UTC
-        parsed = parsed.replace(tzinfo=zone)
+        parsed = parsed.replace(tzinfo=naive_zone)
     return parsed.astimezone(UTC)
 
 
-def wire_duration(minutes: int, settings: PracticeBetterSettings) -> int:
-    return minutes * 60 if settings.duration_unit == "seconds" else minutes
+def wire_duration(minutes: int, unit: DurationUnit) -> int:
+    return minutes * 60 if unit == "seconds" else minutes
 
 
-def minutes_of(duration: int, settings: PracticeBetterSettings) -> int:
-    return duration // 60 if settings.duration_unit == "seconds" else duration
+def unit_of(session: wire.Session, naive_zone: ZoneInfo) -> DurationUnit | None:
+    """The unit a session's `duration` is in, read off its own start and end instants; None when it shows none."""
+    if session.duration is None or session.duration <= 0:
+        return None
+    span = (instant(session.endDate, naive_zone, "endDate") - instant(session.sessionDate, naive_zone)).total_seconds()
+    if span <= 0:
+        return None
+    if session.duration == round(span):
+        return "seconds"
+    if session.duration * 60 == round(span):
+        return "minutes"
+    return None
+
+
+def unit_shown(sessions: Sequence[wire.Session], naive_zone: ZoneInfo) -> DurationUnit | None:
+    """The unit every session that shows one agrees on; None if none shows one or they disagree."""
+    units = {u for u in (unit_of(s, naive_zone) for s in sessions) if u is not None}
+    return units.pop() if len(units) == 1 else None
 
 
 def appointment_of(
-    session: wire.Session, context: AdapterContext, settings: PracticeBetterSettings, practitioner_id: str
+    session: wire.Session, context: AdapterContext, naive_zone: ZoneInfo, practitioner_id: str
 ) -> Appointment:
-    start = instant(session.sessionDate, settings)
-    if session.endDate:
-        end = instant(session.endDate, settings)
-    else:
-        end = start + timedelta(minutes=minutes_of(session.duration or 0, settings))
+    """Start and end are Practice Better's own instants (`sessionDate`, `endDate`), never `duration` read with our
+    unit setting: a wrong unit must show up as a wrong end, not confirm itself. The gateway's marker is taken out of
+    the notes callers see and reported as `operation_id`."""
+    start = instant(session.sessionDate, naive_zone)
+    end = instant(session.endDate, naive_zone, "endDate")
     consultant = session.consultant.id if session.consultant and session.consultant.id else practitioner_id
     return Appointment(
         id=session.id,
@@ -72,7 +96,8 @@ def appointment_of(
         practitioner_id=consultant,
         service_id=session.serviceId or "",
         location_id=context.location_id,
-        notes=session.notes,
+        notes=without_marker(session.notes),
+        operation_id=operation_of(session.notes),
         created_at=session.dateCreated.astimezone(UTC) if session.dateCreated else None,
         updated_at=session.dateModified.astimezone(UTC) if session.dateModified else None,
         emr=EMR_SLUG,

@@ -1,9 +1,13 @@
 """What a Practice Better location is configured with: settings (plain) and credentials (encrypted at rest).
 
-The two open questions of the research notes are settings with safe defaults, never guesses buried in code:
-`duration_unit` (the unit of a session's `duration`: "minutes" per the vendor's swagger, "seconds" per one
-integrator who books in production) and `session_date_mode` (how `sessionDate` is sent: a UTC instant with `Z`, or
-— as one integrator observed — a naive wall time that Practice Better reads in `session_date_zone`).
+The open questions of the research notes are settings, never guesses buried in code (evidence-2026-11 §3.2):
+- `session_date_mode` / `session_date_zone`: how `sessionDate` is sent. The only integrator who books in production
+  found that Practice Better ignores a trailing `Z` and the request's `timeZone`, reads the clock time as wall time
+  in the account's zone, and answers 500 to an offset; so the default is naive wall time. No endpoint is evidenced
+  that tells which zone the account reads in, so the zone defaults to the location's time zone.
+- `duration_unit`: the unit of a session's `duration` (swagger readers: minutes; the production booker: seconds).
+  `auto` reads it off an existing session (its `duration` against its start and end instants) before the first
+  write; with no session to read, it sends minutes (see `FALLBACK_UNIT`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,15 @@ from adapters.base import Credentials, Settings
 DEFAULT_BASE_URL = "https://api.practicebetter.io"
 
 DurationUnit = Literal["minutes", "seconds"]
-SessionDateMode = Literal["utc", "wall_time"]
+DurationSetting = Literal["auto", "minutes", "seconds"]
+SessionDateMode = Literal["wall_time", "utc"]
 ServiceType = Literal["face", "phone", "virtual"]
+
+# `auto` on an account without any session to read the unit from. Minutes, because a wrong guess then fails loudly:
+# sent to an account that counts seconds, 30 becomes a 30-second session that write verification catches and
+# cancels (and that session teaches `auto` the unit for the next write). The other way round, 1800 read as minutes
+# is a 30-hour session Practice Better refuses as a conflict, which looks like a taken slot and teaches nothing.
+FALLBACK_UNIT: DurationUnit = "minutes"
 
 
 class PracticeBetterSettings(Settings):
@@ -26,9 +37,9 @@ class PracticeBetterSettings(Settings):
 
     consultant_id: str | None = None  # the member booked when a caller names none; also `asConsultantId`'s default
     service_type: ServiceType = "face"  # `virtual` needs telehealth settings the gateway does not send
-    duration_unit: DurationUnit = "minutes"
-    session_date_mode: SessionDateMode = "utc"
-    session_date_zone: str = "America/New_York"  # the zone Practice Better reads a naive `sessionDate` in
+    duration_unit: DurationSetting = "auto"
+    session_date_mode: SessionDateMode = "wall_time"
+    session_date_zone: str | None = None  # the zone Practice Better reads `sessionDate` in; unset: the location's
     notify: bool = False  # let Practice Better e-mail the client on book/reschedule/cancel
     base_url: str | None = None  # override for proxies and tests
     scope: str | None = "read write"  # sent with the token request; None sends none

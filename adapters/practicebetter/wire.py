@@ -76,7 +76,7 @@ class Members(Wire):
 class Service(Wire):
     id: str
     name: str
-    duration: int | None = None  # minutes
+    duration: int | None = None  # minutes (swagger readers: w6w list-services, idx:55687388298)
     serviceTypes: list[str] | None = None
     isActive: bool = True
 
@@ -103,9 +103,12 @@ class ConsultantRef(Wire):
 
 
 class Session(Wire):
+    """`endDate` is required: it is the stored end write verification compares (the production integrator reads it
+    off every created session); `duration` is in the account's unit, only used to learn that unit."""
+
     id: str
     sessionDate: str
-    endDate: str | None = None
+    endDate: str
     duration: int | None = None
     cancelled: bool = False
     serviceId: str | None = None
@@ -149,9 +152,11 @@ class SessionCancel(Body):
 
 
 class ProfileCreate(Body):
+    """`firstName`, `lastName` and `emailAddress` are required by the vendor's schema (w6w, from the swagger)."""
+
     firstName: str
     lastName: str
-    emailAddress: str | None = None
+    emailAddress: str
     mobilePhone: str | None = None
     dateOfBirth: str | None = None
 

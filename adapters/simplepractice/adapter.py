@@ -2,12 +2,44 @@
 
 SimplePractice has no public API and no webhooks. Like the commercial product it replaces, the adapter uses the
 clinician web app's JSON:API with a signed-in session (cookie + CSRF token), and the practice's client-portal API for
-open slots. Change detection polls. Writes are UNVERIFIED (see writes.py).
+open slots. Change detection polls. Every write is UNVERIFIED by any public capture (see writes.py): none shows the
+clinician app creating, moving or cancelling an appointment or creating a client (evidence-2026-11 §5.2).
+
+Because the write shapes are guesses, every booking and reschedule is verified (adapters.verify): what
+SimplePractice stored, read from its answer to the write when that answer is the whole record (`startTime`,
+`endTime`, the clinician and the `client` relationship), else from a read-back `GET /appointments/{id}`, is compared
+with what was asked. A booking costs 4 calls: `cpt-codes` (the service's length; cached per instance), the
+clinician's calendar before the write, the create, and the calendar after it (the double-booking check); a read-back
+is a 5th, only when the create's answer is not the whole record.
+
+A create is never sent twice (adapters.reconcile). When its answer is lost (a timeout, a dropped connection, a
+500/502/504 from a proxy while SimplePractice may still finish), the clinician's calendar at that minute is read
+again and again for `write_patience_seconds` and the booking adopted when it appears; otherwise `OutcomeUnknown`
+with the operation id, and `find_booking` (the same calendar read) lets the gateway's reconciler adopt a late one.
+The booking's `memo` ends with the gateway's marker `[egw:<operation id>]` (removed from the notes callers see, kept
+when a reschedule changes notes), so the same client's other booking at that minute is not taken for this one. If
+the calendar cannot be read after the write, the slot is not assumed free: the booking is cancelled (a reschedule
+moved back) and the answer is `Unavailable`; if that undo fails too, `OutcomeUnknown`.
+
+Lists page by `page[number]`/`page[size]=50` and continue while a page is full (or `links.next` names the next
+page): no source shows `links.next` or a total on `/frontend`, and the portal's "A short page is the last page"
+(evidence-2026-11 §5.2). So appointments, client search and the change feed never stop at 50 records.
 
 UNCONFIRMED facts this adapter (and its emulator) take a side on:
 - Write endpoints and bodies: JSON:API POST/PATCH on `/frontend/appointments` and POST `/frontend/clients`
   (writes.py); a cancel is a PATCH setting `attendanceStatus: "Canceled"` and a free-text `cancelReason`
-  ("<reason label>: <note>"), not a DELETE, so the appointment stays readable as cancelled.
+  ("<reason label>: <note>"), not a DELETE, so the appointment stays readable as cancelled. No public capture of any
+  clinician-app write exists (evidence-2026-11 §5.2; chrischall/simplepractice-mcp leaves writes out of scope).
+- Notes, and with them the gateway's operation marker, go out as a `memo` attribute; the calendar's own
+  `fields[appointments]` list names `appointmentMemo` (a related resource), not `memo` (the Playwright calendar
+  fetcher, index id 53319860214; evidence-2026-11 §5.2 table). A `memo` SimplePractice ignores would be lost
+  silently; notes are not part of write verification. Without the marker, a lost create is still recognised by
+  client, clinician, office, CPT code and start — but then the same client's other booking at that minute could
+  be taken for it — so an unmarked appointment counts only while none at that minute carries any marker.
+- The client is the `client` relationship, on writes and reads. The calendar includes `appointmentClients`; one
+  reader uses `relationships.client` (53319860214), another checks `clients`/`appointmentClients`/`clientCouples`
+  (mcw-sp-gateway, 68374499997). If SimplePractice names the client only another way, write verification sees no
+  client and undoes every booking; `locations verify` checks that listed appointments carry it.
 - `attendanceStatus` spellings ("Show", "No Show", "Canceled", "Late Canceled", "Clinician Canceled"; no status =
   booked); "Show" reads as `arrived`.
 - Client search is `GET /frontend/clients?filter[search]=<text>` (email, name or phone), then filtered exactly here;
@@ -19,38 +51,50 @@ UNCONFIRMED facts this adapter (and its emulator) take a side on:
   CPT code (appointments name codes, not ids), and the code's record id is the client portal's `cptCodeId`.
 - `filter[timeRange]=<start>,<end>` selects appointments by start time; `filter[clinicianId]` and `filter[clientId]`
   narrow it (the adapter filters the answer again, so an ignored filter only costs bandwidth).
-- Appointments carry `updatedAt` and `createdAt`; a list answers `links.next` while pages remain.
+- `/frontend` lists honour `page[number]`/`page[size]` (a list that ignores them arrives whole, which is read as
+  such; one that repeats a full page is `ContractChanged`). Appointments carry `updatedAt` and `createdAt`.
 - SimplePractice accepts overlapping appointments: the adapter checks the clinician's calendar (client and
   non-client appointments, in every office) before a write and after it, and the earlier booking keeps a raced slot.
 - An expired session answers `401` with a JSON:API error (a redirect to sign-in is treated the same); a stale CSRF
-  token answers `403`; the rate limit answers `429` with `Retry-After`.
-- Client-portal `slots` spots carry `start`/`end` with an offset; at most 31 days are asked per request.
+  token answers a JSON:API `403`; the rate limit answers `429` with `Retry-After`. A `403` that is not JSON:API is
+  the CDN/WAF's (CloudFront) refusal page, answered before SimplePractice saw the request: `Unavailable`, not a
+  session problem (chrischall/simplepractice-mcp `src/client.ts`, evidence-2026-11 §5.2).
+- The client portal's `Api-Version` is `2026-05-25` (live-confirmed, evidence-2026-11 §5.1); whether older values
+  such as `2020-01-01` are still served is unknown. Client-portal `slots` spots carry `start`/`end` with an offset;
+  at most 31 days are asked per request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, TypeVar
+from zoneinfo import ZoneInfo
 
 import httpx
 
+from adapters import probes
 from adapters.base import AdapterContext, Capability, EMRAdapter
 from adapters.errors import (
     AdapterError,
+    ContractChanged,
     InvalidReference,
     NotFound,
     OutcomeUnknown,
     Rejected,
     SlotUnavailable,
+    Unavailable,
 )
-from adapters.http import DEFAULT_RETRY, RetryPolicy
+from adapters.http import DEFAULT_RETRY, RetryPolicy, decode
+from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
-from adapters.reconcile import AmbiguousWrite, reconciled, unknown
+from adapters.reconcile import AmbiguousWrite, reconciled
 from adapters.simplepractice import mapping, wire, writes
-from adapters.simplepractice.client import SimplePracticeClient
+from adapters.simplepractice.client import PAGE_SIZE, SimplePracticeClient
 from adapters.simplepractice.settings import SimplePracticeCredentials, SimplePracticeSettings
+from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.availability import Slot
 from schemas.catalog import Location, Practitioner, Service
@@ -64,6 +108,7 @@ from schemas.commands import (
     RescheduleCommand,
 )
 from schemas.patients import Patient, PatientQuery
+from schemas.verify import SettingCheck
 
 T = TypeVar("T")
 
@@ -74,6 +119,15 @@ LIST_BACK = timedelta(days=3653)
 LIST_AHEAD = timedelta(days=731)
 CHANGE_BACK = timedelta(days=14)  # the change feed watches appointments starting in this window around now
 CHANGE_AHEAD = timedelta(days=180)
+VERIFY_BACK = timedelta(days=28)  # `locations verify` looks at this office's appointments in this window
+VERIFY_AHEAD = timedelta(days=7)
+FIRST_PAGE = (("page[number]", "1"), ("page[size]", str(PAGE_SIZE)))
+# Where the doubt about each setting `observed_settings()` checks comes from.
+SOURCES = {
+    "api_version": "evidence-2026-11 §5.1: 2026-05-25 seen live in 2026, 2025-03-21 earlier; the value moves",
+    "portal_api_version": "evidence-2026-11 §5.2: the live portal sends 2026-05-25; 2020-01-01 may no longer be served",
+    "time_zone": "evidence-2026-11 §5.1: appointment times carry an offset (taken as the practice's zone: UNCONFIRMED)",
+}
 RACE_NOTE = "the slot was taken at the same moment (double booking, undone by the EMR Gateway)"
 
 
@@ -101,6 +155,12 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
     default_poll_seconds: ClassVar[int] = 300
     # Unpublished; no faster than a person clicking through the web app.
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=2.0, burst=10),)
+    # Times go out as the location's wall time with its offset; a practice in another zone that read the wall time
+    # would store them hours off. Both ends are sent (`endTime`), so no unit setting is involved.
+    write_settings: ClassVar[dict[str, str]] = {
+        "start": "the location's time_zone (must be the practice's time zone in SimplePractice)",
+        "end": "the location's time_zone (must be the practice's time zone in SimplePractice)",
+    }
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.CUSTOM_DURATION,
@@ -221,23 +281,53 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
         )
 
     async def _reconciled(
-        self, write: Callable[[], Awaitable[T]], landed: Callable[[], Awaitable[T | None]], what: str
+        self,
+        write: Callable[[], Awaitable[T]],
+        landed: Callable[[], Awaitable[T | None]],
+        what: str,
+        *,
+        create: bool = False,
+        operation_id: str | None = None,
     ) -> T:
-        return await reconciled(write, landed, what=what, emr=EMR_NAME)
-
-    @staticmethod
-    def _unknown(what: str, cause: str) -> OutcomeUnknown:
-        return unknown(EMR_NAME, what, cause)
+        """A write whose answer was lost is watched for (`write_patience_seconds`); a create is never sent twice,
+        an update or a cancel (the same twice) may be sent once more after it was seen absent throughout."""
+        return await reconciled(
+            write,
+            landed,
+            what=what,
+            emr=EMR_NAME,
+            patience=self.context.write_patience_seconds,
+            resend=not create,
+            operation_id=operation_id,
+        )
 
     async def _send(self, request: writes.WriteRequest) -> wire.Appointment:
-        return (await self.client.write(request, wire.AppointmentDocument)).data
+        """Send an appointment write; what SimplePractice stored: its answer when that is the whole record, else a
+        read-back. A record nobody can name or read back leaves the outcome unclear (the caller reconciles)."""
+        content = await self.client.write(request)
+        target = request.path.rpartition("/")[2] if request.method != "POST" else None
+        if content is not None:
+            try:
+                answered: wire.Appointment | None = decode(content, wire.AppointmentDocument, emr=EMR_NAME).data
+            except ContractChanged:
+                answered = None
+            if answered is not None and mapping.is_whole(answered):
+                return answered
+            with contextlib.suppress(ContractChanged):
+                target = decode(content, wire.WrittenRefDocument, emr=EMR_NAME).data.id
+        if target is None:
+            raise AmbiguousWrite("the answer to the write names no appointment")
+        try:
+            return (await self.client.get(f"appointments/{target}", wire.AppointmentDocument)).data
+        except AdapterError as exc:
+            raise AmbiguousWrite(f"reading the write back failed ({type(exc).__name__})") from None
 
     # ------------------------------------------------------------------------------------------------ appointments
 
     async def get_appointment(self, appointment_id: str) -> Appointment:
         return self._appointment(await self._fetch(appointment_id))
 
-    async def book(self, command: BookCommand) -> Appointment:
+    async def _book(self, command: BookCommand) -> Written:
         code = await self._cpt_code(command.service_id)
         start = self._utc(command.start)
         end = (
@@ -254,42 +344,77 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
             cpt_code=command.service_id,
             start=self._local(start),
             end=self._local(end),
-            memo=command.notes,
+            memo=with_marker(command.notes, command.operation_id),
         )
 
         async def landed() -> wire.Appointment | None:
-            near = await self._calendar(start, start + timedelta(minutes=1), clinician_id=command.practitioner_id)
-            for entry in near:
-                if (
-                    entry.type == mapping.CLIENT_APPOINTMENT
-                    and mapping.client_of(entry) == command.patient_id
-                    and mapping.span_of(entry)[0] == start
-                    and mapping.code_of(entry) == command.service_id
-                    and mapping.status_of(entry.attributes.attendanceStatus) is not AppointmentStatus.CANCELLED
-                ):
-                    return entry
-            return None
+            found = await self._made_by(command, start)
+            return found[0] if found else None
 
-        created = await self._reconciled(lambda: self._send(request), landed, "booking")
+        created = await self._reconciled(
+            lambda: self._send(request), landed, "booking", create=True, operation_id=command.operation_id
+        )
+        withdraw = writes.cancel(created.id, reason=mapping.cancel_text(CancelReason.OTHER, RACE_NOTE))
         try:
             lost = await self._lost_race(created, command.practitioner_id)
         except AdapterError:
-            lost = False  # the calendar was free a moment ago; do not undo a good booking over a failed check
+            # The calendar could not be read after the write: an unverifiable check is not "no conflict".
+            await self._undo(withdraw, "the booking could not be checked and withdrawing it", command.operation_id)
+            raise Unavailable("SimplePractice could not confirm the slot was free; the booking was withdrawn") from None
         if lost:
-            await self._undo(writes.cancel(created.id, reason=mapping.cancel_text(CancelReason.OTHER, RACE_NOTE)))
+            await self._undo(withdraw, "a double booking was detected and withdrawing it", command.operation_id)
             raise SlotUnavailable("the slot was taken at the same moment; the new booking was cancelled")
-        return self._appointment(created)
+        asked = Asked(start=start, end=end, practitioner_id=command.practitioner_id, patient_id=command.patient_id)
+        return Written(stored=self._appointment(created), asked=asked)
 
-    async def _undo(self, request: writes.WriteRequest) -> None:
+    async def _made_by(self, command: BookCommand, start: datetime) -> list[wire.Appointment]:
+        """The live appointments `command` may have created: this office's, for its client, clinician and service,
+        starting at `start`, lowest id first. With an operation id, the one carrying its marker; one carrying
+        another operation's marker never counts. Unmarked ones count only while no candidate carries any marker:
+        whether SimplePractice keeps `memo` is UNCONFIRMED, and if it drops it, nothing is ever marked; if it keeps
+        it, ours would be marked, so an unmarked one is someone else's."""
+        near = await self._calendar(start, start + timedelta(minutes=1), clinician_id=command.practitioner_id)
+        candidates = sorted(
+            (
+                entry
+                for entry in near
+                if entry.type == mapping.CLIENT_APPOINTMENT
+                and mapping.office_of(entry) == self.office_id
+                and mapping.client_of(entry) == command.patient_id
+                and mapping.clinician_of(entry) == command.practitioner_id
+                and mapping.code_of(entry) == command.service_id
+                and mapping.span_of(entry)[0] == start
+                and mapping.status_of(entry.attributes.attendanceStatus) is not AppointmentStatus.CANCELLED
+            ),
+            key=lambda entry: (len(entry.id), entry.id),
+        )
+        mine = [c for c in candidates if operation_of(c.attributes.memo) == command.operation_id]
+        if mine or command.operation_id is None:
+            return mine
+        if any(operation_of(c.attributes.memo) is not None for c in candidates):
+            return []
+        return candidates
+
+    async def find_booking(self, command: BookCommand) -> Appointment | None:
+        """One calendar read of the clinician's minute at the command's start (`_made_by`): the same test the
+        booking's own reconciliation uses, so the reconciler adopts exactly what a late answer would have."""
+        if not (_digits(command.patient_id) and _digits(command.practitioner_id)):
+            return None
+        found = await self._made_by(command, self._utc(command.start))
+        return self._appointment(found[0]) if found else None
+
+    async def _undo(self, request: writes.WriteRequest, what: str, operation_id: str | None = None) -> None:
+        """Withdraw a write (cancel a booking, move an appointment back). A 2xx is enough: the stored record is not
+        needed, so no read-back can fail it. Failing, it is `OutcomeUnknown`: a person must look."""
         try:
-            await self._send(request)
+            await self.client.write(request)
         except (AdapterError, AmbiguousWrite):
             raise OutcomeUnknown(
-                "a double booking was detected and undoing it failed; it needs a person to look at it",
-                operation_id=str(uuid.uuid4()),
+                f"{what} failed; appointment {request.path.rpartition('/')[2]} needs a person to look at it",
+                operation_id=operation_id or str(uuid.uuid4()),
             ) from None
 
-    async def reschedule(self, command: RescheduleCommand) -> Appointment:
+    async def _reschedule(self, command: RescheduleCommand) -> Written:
         current = await self._fetch(command.appointment_id)
         if mapping.status_of(current.attributes.attendanceStatus) is AppointmentStatus.CANCELLED:
             raise Rejected("a cancelled appointment cannot be rescheduled")
@@ -308,8 +433,10 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
             if end <= start:
                 raise Rejected("the appointment must end after it starts")
         moves = (start, end) != (old_start, old_end) or clinician != old_clinician
+        previous = self._appointment(current)
+        asked = Asked(start=start, end=end, practitioner_id=clinician)
         if not moves and command.notes is None:
-            return self._appointment(current)
+            return Written(stored=previous, asked=asked, previous=previous)
         if moves and await self._overlapping(clinician, start, end, exclude_id=current.id):
             raise SlotUnavailable("the clinician already has an appointment at that time")
         request = writes.reschedule(
@@ -317,31 +444,39 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
             start=self._local(start) if moves else None,
             end=self._local(end) if moves else None,
             clinician_id=clinician if clinician != old_clinician else None,
-            memo=command.notes,
+            # New notes keep the gateway's marker: the booking stays recognisable as its operation's.
+            memo=with_marker(command.notes, operation_of(current.attributes.memo))
+            if command.notes is not None
+            else None,
         )
 
         async def landed() -> wire.Appointment | None:
             seen = await self._fetch(current.id)
             applied = mapping.span_of(seen)[0] == start and mapping.clinician_of(seen) == clinician
-            return seen if applied and (command.notes is None or seen.attributes.memo == command.notes) else None
+            noted = command.notes is None or without_marker(seen.attributes.memo) == without_marker(command.notes)
+            return seen if applied and noted else None
 
         updated = await self._reconciled(lambda: self._send(request), landed, "reschedule")
         if moves:
+            back = writes.reschedule(
+                current.id,
+                start=self._local(old_start),
+                end=self._local(old_end),
+                clinician_id=old_clinician if clinician != old_clinician else None,
+                memo=(current.attributes.memo or "") if command.notes is not None else None,
+            )
             try:
                 lost = await self._lost_race(updated, clinician)
             except AdapterError:
-                lost = False
+                # An unverifiable check is not "no conflict": the appointment goes back where it was.
+                await self._undo(back, "the new slot could not be checked and moving the appointment back")
+                raise Unavailable(
+                    "SimplePractice could not confirm the new slot was free; the appointment was moved back"
+                ) from None
             if lost:
-                back = writes.reschedule(
-                    current.id,
-                    start=self._local(old_start),
-                    end=self._local(old_end),
-                    clinician_id=old_clinician if clinician != old_clinician else None,
-                    memo=None,
-                )
-                await self._undo(back)
+                await self._undo(back, "a double booking was detected and moving the appointment back")
                 raise SlotUnavailable("the new slot was taken at the same moment; the appointment was left as it was")
-        return self._appointment(updated)
+        return Written(stored=self._appointment(updated), asked=asked, previous=previous)
 
     async def cancel(self, command: CancelCommand) -> Appointment:
         current = await self._fetch(command.appointment_id)
@@ -407,6 +542,20 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
 
         return [p for p in {p.id: p for p in found}.values() if fits(p)]
 
+    async def _client_written(self, content: bytes | None) -> wire.Client:
+        """The created client from the answer, or read back by the id it names; unclear if it names none."""
+        if content is None:
+            raise AmbiguousWrite("the answer to the client creation names no client")
+        try:
+            return decode(content, wire.ClientDocument, emr=EMR_NAME).data
+        except ContractChanged:
+            pass
+        try:
+            target = decode(content, wire.WrittenRefDocument, emr=EMR_NAME).data.id
+            return (await self.client.get(f"clients/{target}", wire.ClientDocument)).data
+        except AdapterError as exc:
+            raise AmbiguousWrite(f"the answer to the client creation was unreadable ({type(exc).__name__})") from None
+
     async def get_patient(self, patient_id: str) -> Patient:
         if not _digits(patient_id):
             raise NotFound("SimplePractice client ids are numeric")
@@ -422,7 +571,7 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
         )
 
         async def create() -> wire.Client:
-            return (await self.client.write(request, wire.ClientDocument)).data
+            return await self._client_written(await self.client.write(request))
 
         async def landed() -> wire.Client | None:
             text = patient.email or f"{patient.first_name} {patient.last_name}"
@@ -436,7 +585,7 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
             far = datetime.min.replace(tzinfo=UTC)
             return max(matches, key=lambda c: (c.attributes.createdAt or far, c.id)) if matches else None
 
-        return mapping.patient_of(await self._reconciled(create, landed, "client creation"))
+        return mapping.patient_of(await self._reconciled(create, landed, "client creation", create=True))
 
     # ------------------------------------------------------------------------------------------------ catalog
 
@@ -549,17 +698,150 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
 
     async def _clients_since(self, since: datetime) -> list[wire.Client]:
         """Clients by last change, newest first, page by page until a page reaches back before `since`."""
-        changed: dict[str, wire.Client] = {}
-        for number in range(1, 201):
-            params = [("sort", "-updatedAt"), ("page[number]", str(number)), ("page[size]", "50")]
-            page = await self.client.get("clients", wire.ClientListDocument, params)
-            older = False
-            for c in page.data:
-                stamp = c.attributes.updatedAt
-                if stamp is not None and stamp < since:
-                    older = True
-                    continue
-                changed[c.id] = c
-            if older or not page.data or page.links is None or not page.links.next:
-                break
+
+        def reaches_back(page: wire.ClientListDocument) -> bool:
+            return any(c.attributes.updatedAt is not None and c.attributes.updatedAt < since for c in page.data)
+
+        pages = await self.client.list("clients", wire.ClientListDocument, [("sort", "-updatedAt")], until=reaches_back)
+        changed = {
+            c.id: c
+            for page in pages
+            for c in page.data
+            if c.attributes.updatedAt is None or c.attributes.updatedAt >= since
+        }
         return list(changed.values())
+
+    # ------------------------------------------------------------------------------------------------ locations verify
+
+    def verify_probes(self) -> list[tuple[str, probes.ProbeFn]]:
+        """One page of clients by last change (the change feed's list), one client read, and whether this office's
+        appointments carry what write verification reads (`endTime`, the clinician, the `client` relationship)."""
+        first: list[wire.Client] = []
+
+        async def clients() -> str:
+            page = await self.client.get("clients", wire.ClientListDocument, [("sort", "-updatedAt"), *FIRST_PAGE])
+            first[:] = page.data
+            return f"{len(page.data)} client(s) on the first page"
+
+        async def client_read() -> str | None:
+            if not first:
+                raise probes.Skip("no client to read")
+            await self.get_patient(first[0].id)
+            return None
+
+        async def appointment_fields() -> str:
+            mine = await self._recent_page()
+            if not mine:
+                raise probes.Skip("no appointment of this office in the last 4 or the next week")
+            checks: list[tuple[str, Callable[[wire.Appointment], bool]]] = [
+                ("$.data[].attributes.endTime", lambda a: a.attributes.endTime is None),
+                ("$.data[].attributes.clinicianId", lambda a: mapping.clinician_of(a) is None),
+                ("$.data[].relationships.client", lambda a: mapping.client_of(a) is None),
+            ]
+            for path, lacks in checks:
+                missing = sum(1 for a in mine if lacks(a))
+                if missing:
+                    raise ContractChanged(
+                        f"SimplePractice's appointments lack a member write verification reads ({path})",
+                        path=path,
+                        problem=f"missing on {missing} of {len(mine)} appointment(s)",
+                    )
+            return f"{len(mine)} appointment(s) name their end, clinician and client"
+
+        return [("clients", clients), ("client read", client_read), ("appointment fields", appointment_fields)]
+
+    async def _recent_page(self) -> list[wire.Appointment]:
+        """This office's client appointments on the first calendar page from 4 weeks back to 1 week ahead."""
+        now = datetime.now(UTC)
+        span = f"{self._local(now - VERIFY_BACK).isoformat()},{self._local(now + VERIFY_AHEAD).isoformat()}"
+        page = await self.client.get(
+            "appointments", wire.AppointmentListDocument, [("filter[timeRange]", span), *FIRST_PAGE]
+        )
+        return [a for a in page.data if a.type == mapping.CLIENT_APPOINTMENT and mapping.office_of(a) == self.office_id]
+
+    async def observed_settings(self) -> list[SettingCheck]:
+        """The two `Api-Version` settings (does SimplePractice serve JSON:API with them?) and the location's zone
+        (do the offsets SimplePractice writes on this office's appointments match it?)."""
+        checks: list[SettingCheck] = []
+        for setting, observe in (
+            ("api_version", self._frontend_version),
+            ("portal_api_version", self._portal_version),
+            ("time_zone", self._zone),
+        ):
+            try:
+                checks.append(await observe())
+            except AdapterError as exc:  # one refused read must not hide what the others show
+                configured = self.context.time_zone if setting == "time_zone" else getattr(self.settings, setting)
+                observed = f"not observed: {type(exc).__name__}"
+                checks.append(
+                    SettingCheck(setting=setting, configured=configured, observed=observed, source=SOURCES[setting])
+                )
+        return checks
+
+    async def _frontend_version(self) -> SettingCheck:
+        status = await self.client.accepts("offices", FIRST_PAGE, portal=False)
+        configured = self.settings.api_version
+        source = SOURCES["api_version"]
+        if status is None:
+            return SettingCheck(
+                setting="api_version", configured=configured, observed="answered JSON:API", agrees=True, source=source
+            )
+        if status in (401, 403) or 300 <= status < 400:
+            observed = f"HTTP {status}: the session or the edge refused the request, so the version cannot be judged"
+            return SettingCheck(setting="api_version", configured=configured, observed=observed, source=source)
+        return SettingCheck(
+            setting="api_version",
+            configured=configured,
+            observed=f"HTTP {status} instead of JSON:API",
+            agrees=False,
+            source=source,
+        )
+
+    async def _portal_version(self) -> SettingCheck:
+        configured = self.settings.portal_api_version
+        source = SOURCES["portal_api_version"]
+        members = (await self.client.get("team-members", wire.TeamMemberListDocument, FIRST_PAGE)).data
+        codes = list((await self._cpt_codes()).values())
+        if not members or not codes:
+            observed = "no clinician and service to ask the portal about"
+            return SettingCheck(setting="portal_api_version", configured=configured, observed=observed, source=source)
+        now = datetime.now(UTC)
+        params = [
+            ("filter[clinicianId]", members[0].id),
+            ("filter[cptCodeId]", codes[0].id),
+            ("filter[officeId]", self.office_id),
+            ("filter[startDate]", mapping.iso_z(now)),
+            ("filter[endDate]", mapping.iso_z(now + timedelta(days=1))),
+            ("filter[timeZone]", self.context.time_zone),
+        ]
+        status = await self.client.accepts("slots", params, portal=True)
+        observed = "answered JSON:API" if status is None else f"HTTP {status} instead of JSON:API"
+        return SettingCheck(
+            setting="portal_api_version", configured=configured, observed=observed, agrees=status is None, source=source
+        )
+
+    async def _zone(self) -> SettingCheck:
+        zone = ZoneInfo(self.context.time_zone)
+        source = SOURCES["time_zone"]
+        seen: set[str] = set()
+        agrees: bool | None = None
+        for appointment in await self._recent_page():
+            start = appointment.attributes.startTime
+            offset = start.utcoffset()
+            if offset is None:
+                continue
+            seen.add(_offset_text(offset))
+            matches = offset == start.astimezone(zone).utcoffset()
+            agrees = matches if agrees is None else agrees and matches
+        observed = (
+            "offsets " + ", ".join(sorted(seen)) if seen else "no appointment of this office in the last 4 or next week"
+        )
+        return SettingCheck(
+            setting="time_zone", configured=self.context.time_zone, observed=observed, agrees=agrees, source=source
+        )
+
+
+def _offset_text(offset: timedelta) -> str:
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"

@@ -4,19 +4,37 @@ Every answer must be a JSON:API document. SimplePractice's web app answers paths
 single-page app (`200 text/html`), so a 200 that is not JSON:API is an error here, never a success. Reads are
 retried (adapters.http); writes go out once, and an unclear outcome raises `AmbiguousWrite` for the adapter to
 reconcile.
+
+Lists page by `page[number]`/`page[size]` (50, the largest page the portal serves) and keep going while a page is
+full: no source shows `links.next` or a total on `/frontend` ("A short page is the last page", evidence-2026-11
+§5.2). `links.next` is still followed when present.
+
+Error messages carry the status, JSON:API `code`s and the members `source` names, never an error's `title` or
+`detail`: SimplePractice's prose can quote a client's name, e-mail or phone, and these messages reach callers and
+logs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypeVar
+import re
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import msgspec
 
-from adapters.errors import AdapterError, AuthFailed, InvalidReference, NotFound, RateLimited, Rejected, Unavailable
-from adapters.http import DEFAULT_RETRY, RetryPolicy, is_unsent, retry_after_of, scrub, send_read
+from adapters.errors import (
+    AdapterError,
+    AuthFailed,
+    ContractChanged,
+    InvalidReference,
+    NotFound,
+    RateLimited,
+    Rejected,
+    Unavailable,
+)
+from adapters.http import DEFAULT_RETRY, RetryPolicy, code_of, decode, is_unsent, retry_after_of, send_read
 from adapters.http import transport_error as map_transport_error
 from adapters.reconcile import AmbiguousWrite
 from adapters.simplepractice import wire
@@ -29,10 +47,9 @@ from adapters.simplepractice.settings import (
 from adapters.simplepractice.writes import WriteRequest
 
 T = TypeVar("T")
-P = TypeVar("P")
 EMR = "SimplePractice"
 PAGE_SIZE = 50
-MAX_PAGES = 2000  # 100,000 records at 50 a page: a guard against a runaway `links.next`, not a size limit
+MAX_PAGES = 2000  # 100,000 records at 50 a page: a guard against a list that never ends, not a size limit
 Params = Sequence[tuple[str, str]]
 
 SESSION_EXPIRED = (
@@ -42,6 +59,11 @@ SESSION_EXPIRED = (
 NOT_JSONAPI = (
     "SimplePractice answered {status} with {content_type} instead of a JSON:API document (its web app's catch-all "
     "page): the endpoint or the location's Api-Version setting is probably out of date"
+)
+EDGE_BLOCKED = (
+    "SimplePractice's {edge} refused the request with its own 403 page before it reached SimplePractice: the "
+    "session was never looked at, so signing in again will not help. It is usually temporary (traffic) or a block "
+    "on the gateway's network address; try again later, and if it persists, check the gateway's outbound address"
 )
 
 # JSON:API error pointers that name another record: the caller gave an id SimplePractice does not know.
@@ -53,6 +75,24 @@ REFERENCE_POINTERS = {
     "officeid": "location_id",
     "cptcodes": "service_id",
 }
+
+
+class Resource(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class Page(Protocol):
+    """Any list document: `data[]` with ids, optional `links`."""
+
+    @property
+    def data(self) -> Sequence[Resource]: ...
+
+    @property
+    def links(self) -> wire.Links | None: ...
+
+
+P = TypeVar("P", bound=Page)
 
 
 def is_jsonapi(response: httpx.Response) -> bool:
@@ -74,18 +114,42 @@ def jsonapi_errors(response: httpx.Response) -> list[wire.ErrorObject]:
         return []
 
 
+_POINTER = re.compile(r"^(?:/[A-Za-z0-9_-]{1,64}){1,8}$")
+_PARAMETER = re.compile(r"^[A-Za-z][A-Za-z0-9_.\[\]-]{0,63}$")
+
+
+def blamed(error: wire.ErrorObject) -> str | None:
+    """The member or query parameter a JSON:API error names (`/data/attributes/startTime`, `filter[timeRange]`),
+    only when it is shaped like a name: a pointer or parameter carrying anything else is dropped, not quoted."""
+    if error.source is None:
+        return None
+    if error.source.pointer and _POINTER.match(error.source.pointer):
+        return error.source.pointer
+    if error.source.parameter and _PARAMETER.match(error.source.parameter):
+        return error.source.parameter
+    return None
+
+
 def safe_message(response: httpx.Response) -> str:
-    """What SimplePractice said, without patient data: error titles (scrubbed) and the pointers they name."""
+    """What SimplePractice said, safe for problem bodies and logs: the status, machine codes (`code`) and the members
+    its errors name. Never `title` or `detail`: JSON:API prose quotes what was sent (a client's name, e-mail, phone)."""
+    status = response.status_code
     if not is_jsonapi(response):
         media = response.headers.get("content-type", "").split(";", 1)[0] or "no content type"
-        return f"HTTP {response.status_code} with a non-JSON:API body ({media})"
-    parts: list[str] = []
+        return f"HTTP {status} with a non-JSON:API body ({media})"
+    codes: list[str] = []
+    fields: list[str] = []
     for error in jsonapi_errors(response)[:5]:
-        text = scrub(error.title or error.detail or error.code or "error")
-        if error.source is not None and (error.source.pointer or error.source.parameter):
-            text += f" ({error.source.pointer or error.source.parameter})"
-        parts.append(text)
-    return "; ".join(parts) if parts else f"HTTP {response.status_code}"
+        if (code := code_of(error.code)) is not None and code not in codes:
+            codes.append(code)
+        if (name := blamed(error)) is not None and name not in fields:
+            fields.append(name)
+    parts = [f"HTTP {status}"]
+    if codes:
+        parts.append("code " + ", ".join(codes))
+    if fields:
+        parts.append("fields: " + ", ".join(fields))
+    return "; ".join(parts)
 
 
 def _pointer_field(error: wire.ErrorObject) -> str | None:
@@ -97,6 +161,14 @@ def _pointer_field(error: wire.ErrorObject) -> str | None:
     return None
 
 
+def edge_of(response: httpx.Response) -> str:
+    """Who answered a non-JSON:API 403: CloudFront names itself in `Server`/`X-Cache` and on its page."""
+    marks = " ".join((response.headers.get("server", ""), response.headers.get("x-cache", ""))).lower()
+    if "cloudfront" in marks or b"cloudfront" in response.content[:4096].lower():
+        return "CDN/WAF (CloudFront)"
+    return "CDN/WAF"
+
+
 def error_for(response: httpx.Response) -> AdapterError:
     """The adapter error for an answer that is not a usable JSON:API document."""
     status = response.status_code
@@ -105,6 +177,8 @@ def error_for(response: httpx.Response) -> AdapterError:
         return AuthFailed(SESSION_EXPIRED + " (it redirected to sign-in)", emr_status=status, emr_message=detail)
     if status == 401:
         return AuthFailed(SESSION_EXPIRED, emr_status=status, emr_message=detail)
+    if status == 403 and not is_jsonapi(response):
+        return Unavailable(EDGE_BLOCKED.format(edge=edge_of(response)), emr_status=status, emr_message=detail)
     if status == 403:
         return AuthFailed(
             "SimplePractice refused the request (403): the CSRF token is stale or the signed-in user lacks "
@@ -135,7 +209,14 @@ def error_for(response: httpx.Response) -> AdapterError:
                 return InvalidReference(
                     f"SimplePractice rejected {field}", field=field, emr_status=status, emr_message=detail
                 )
-    return Rejected(f"SimplePractice refused the request ({status}: {detail})", emr_status=status, emr_message=detail)
+    if status == 400:
+        return Rejected(
+            f"SimplePractice refused the request as malformed ({detail}): a header, filter or body it does not "
+            "accept; check the location's api_version and portal_api_version settings",
+            emr_status=status,
+            emr_message=detail,
+        )
+    return Rejected(f"SimplePractice refused the request ({detail})", emr_status=status, emr_message=detail)
 
 
 class SimplePracticeClient:
@@ -188,39 +269,72 @@ class SimplePracticeClient:
         url = f"{self.portal_url}/{path.lstrip('/')}"
         return self._decode(await self._read(url, params, self._portal_headers), type)
 
-    async def list(self, path: str, page_type: type[P], params: Params = ()) -> list[P]:
-        """Every page of a list (`page[number]`, `page[size]`) while `links.next` asks for the next one."""
+    async def list(
+        self, path: str, page_type: type[P], params: Params = (), *, until: Callable[[P], bool] | None = None
+    ) -> list[P]:
+        """Every page of a list: the next page is asked for while a page is full or `links.next` names it, and
+        stops at a short or empty page (or after a page `until` accepts).
+
+        A page longer than asked means the list is not paged (the whole list came at once). A full page made only
+        of records already seen means SimplePractice ignored `page[number]`: the rest cannot be reached, which is
+        `ContractChanged`, never a silently short list.
+        """
         pages: list[P] = []
+        seen: set[str] = set()
         for number in range(1, MAX_PAGES + 1):
             query = [*params, ("page[number]", str(number)), ("page[size]", str(PAGE_SIZE))]
             page = await self.get(path, page_type, query)
+            ids = [item.id for item in page.data]
+            if number > 1 and ids and seen.issuperset(ids):
+                if len(ids) >= PAGE_SIZE:
+                    raise ContractChanged(
+                        f"SimplePractice answered page {number} of {path} with page {number - 1}'s records: it "
+                        "ignores page[number], so the rest of the list cannot be read",
+                        path="page[number]",
+                        problem="ignored (a page repeated)",
+                    )
+                return pages
+            seen.update(ids)
             pages.append(page)
-            links: wire.Links | None = getattr(page, "links", None)
-            if links is None or not links.next or not self._next_is(links.next, number + 1):
+            if until is not None and until(page):
+                return pages
+            full = len(ids) == PAGE_SIZE
+            links = page.links
+            linked = links is not None and self._next_is(wire.href_of(links.next), number + 1)
+            if not (full or linked):
                 return pages
         raise Unavailable("SimplePractice kept returning more pages than any real list has")
 
     @staticmethod
-    def _next_is(link: str, number: int) -> bool:
-        """Follow `links.next` only as far as it asks for the next page number (its host is never contacted)."""
+    def _next_is(link: str | None, number: int) -> bool:
+        """`links.next` counts only as far as it asks for the next page number (its host is never contacted)."""
+        if not link:
+            return False
         query = dict(parse_qsl(urlsplit(link).query))
         return query.get("page[number]") == str(number)
 
     def _decode(self, response: httpx.Response, type: type[T]) -> T:
         if not response.is_success or not is_jsonapi(response):
             raise error_for(response)
-        try:
-            return msgspec.json.decode(response.content, type=type)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # msgspec names the path of the bad member, never its value.
-            raise Unavailable(
-                f"SimplePractice answered with an unexpected JSON:API shape: {exc}", emr_status=response.status_code
-            ) from None
+        return decode(response.content, type, emr=EMR, status=response.status_code)
+
+    async def accepts(self, path: str, params: Params, *, portal: bool) -> int | None:
+        """Whether SimplePractice serves a JSON:API `data` document for this read: None if it does, else the HTTP
+        status it answered instead (for `observed_settings`; nothing is decoded or raised)."""
+        if portal:
+            url, headers = f"{self.portal_url}/{path.lstrip('/')}", self._portal_headers
+        else:
+            url, headers = self.url(path), self._headers
+        response = await self._read(url, params, headers)
+        if response.is_success and is_jsonapi(response) and not jsonapi_errors(response):
+            return None
+        return response.status_code
 
     # ------------------------------------------------------------------------------------------------ writes
 
-    async def write(self, request: WriteRequest, type: type[T]) -> T:
-        """Send once. Unsent -> Unavailable; sent but unanswered or unreadable -> AmbiguousWrite; refusals mapped."""
+    async def write(self, request: WriteRequest) -> bytes | None:
+        """Send once; the JSON:API answer's bytes, or None for `204 No Content`. Unsent -> Unavailable; sent but
+        unanswered -> AmbiguousWrite; refusals mapped. Decoding the answer is the adapter's (it may read back)."""
         try:
             response = await self.http.request(
                 request.method,
@@ -232,12 +346,11 @@ class SimplePracticeClient:
             if is_unsent(exc):
                 raise Unavailable(f"SimplePractice could not be reached ({type_name(exc)}); nothing was sent") from None
             raise AmbiguousWrite(type_name(exc)) from None
+        if response.status_code == 204:
+            return None
         if not response.is_success or not is_jsonapi(response):
             raise error_for(response)
-        try:
-            return msgspec.json.decode(response.content, type=type)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise AmbiguousWrite("unreadable answer to a write", emr_status=response.status_code) from None
+        return response.content
 
 
 def type_name(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """A stand-in for SimplePractice: the clinician web app's JSON:API (`/frontend`) and the client-portal API
 (`/client-portal-api`), served from one process with in-memory state.
 
-Faithful to what the notes (§3) document:
+Faithful to what the notes (§3) and evidence-2026-11 §5 document:
 - `/frontend`: the session cookie (`_simplepractice_session`), `X-Csrf-Token`, `Accept: application/vnd.api+json`
   and `Api-Version`; JSON:API documents in and out, `{"errors": [{status, title, detail, source}]}` on failure.
 - Reads: `appointments?filter[timeRange]=<start>,<end>` (types `appointments`; attributes `startTime`, `endTime`,
@@ -9,23 +9,42 @@ Faithful to what the notes (§3) document:
   ratePerUnit}]`, string booleans `fullDay`/`isRecurring`), `appointments/{id}`, `clients/{id}`, `team-members`,
   `offices` (`name, street, city, state, zip, phone, isVideo`), `cpt-codes` (`description, duration, rate,
   callToBook`, plus `code`).
+- Lists page by `page[number]`/`page[size]`, at most 50 a page, with **no total and no `links.next`**: "Neither
+  returns a total. A short page is the last page" (the live portal), and no capture shows `links.next` on
+  `/frontend`. `next_links=True` adds `links.next` while pages remain (the JSON:API convention the adapter still
+  follows); `calendar_unpaged=True` answers the whole calendar range in one document, as integrators' single
+  unpaged calendar fetch would see it.
+- `Api-Version`: `2026-05-25` is accepted on both APIs (live 2026), `2025-03-21` on `/frontend` (an earlier
+  fetcher). Other values are refused with a JSON:API `400` by default: nothing shows what SimplePractice does with
+  a version it no longer serves, and a refusal makes a stale setting fail in tests and in `locations verify`
+  instead of passing silently (`frontend_versions`/`portal_versions=None` checks presence only).
 - `/client-portal-api/slots?filter[clinicianId]&filter[cptCodeId]&filter[officeId]&filter[startDate]&filter[endDate]
   &filter[timeZone]`: one resource per day with `attributes.spots[{start, end}]`. Without `Api-Version`,
-  `Application-Build-Version` or `Application-Platform` it answers `400` ("Application build version is missing").
+  `Application-Build-Version` (presence only, any value) or `Application-Platform` it answers `400` ("Application
+  build version is missing").
 - Undefined paths (and methods) answer `200 text/html`: the web app's single-page catch-all.
+- The CDN in front of SimplePractice (CloudFront) can refuse a request before SimplePractice sees it: a `403`
+  `text/html` block page with `Server: CloudFront` (chrischall/simplepractice-mcp tests). Switched on by a control
+  route, for every request, whatever the session.
 - Times come back as the practice's wall time with its offset.
 
 Choices where nothing documents SimplePractice's behaviour (UNCONFIRMED; the adapter's docstring lists the same):
-- the write endpoints and bodies of adapters/simplepractice/writes.py, accepted exactly as written there;
+- the write endpoints and bodies of adapters/simplepractice/writes.py, accepted exactly as written there, and
+  answered with the whole record (a `MISSTORE` fault stores another start or length and answers normally);
 - client search `clients?filter[search]=`, `sort=-updatedAt`, `filter[clinicianId]`/`filter[clientId]` on
-  appointments, `page[number]`/`page[size]` with `links.next`, `createdAt`/`updatedAt` attributes;
-- an expired or unknown session is `401`, a wrong CSRF token on a write `403`, a missing `Api-Version` on
-  `/frontend` `400`, `Accept` without JSON:API `406`, over the rate limit `429` with `Retry-After`;
+  appointments, `createdAt`/`updatedAt` attributes;
+- an expired or unknown session is `401`, a wrong CSRF token on a write a JSON:API `403`, a missing `Api-Version`
+  on `/frontend` `400`, `Accept` without JSON:API `406`, over the rate limit `429` with `Retry-After`;
 - overlapping appointments are accepted (the calendar does not refuse double bookings).
 
+Faults (adapters.emulation): `MISSTORE` is applied where the create and the move store times; `REJECT` answers the
+JSON:API error shape above with `title` and `detail` quoting the fault's message; `APPLY_LATE` (a create or move
+answered 504 and applied later) needs nothing here.
+
 Emulator control (not SimplePractice's API): `POST /_emulator/session/expire` and `/_emulator/session/restore`
-(sign-out / expiry), `POST /_emulator/appointments/{id}/attendance` `{"status": "No Show"}` (the clinic marking
-attendance in its own screens).
+(sign-out / expiry), `POST /_emulator/edge/block` and `/_emulator/edge/unblock` (the CDN's 403 page),
+`POST /_emulator/appointments/{id}/attendance` `{"status": "No Show"}` (the clinic marking attendance in its own
+screens).
 """
 
 from __future__ import annotations
@@ -67,7 +86,21 @@ JSONAPI = wire.JSONAPI
 SESSION_COOKIE = "_simplepractice_session"
 DEFAULT_SESSION = "emulator-session-4f1c2b7d9e"
 DEFAULT_CSRF = "emulator-csrf-8a6d3e1f0b"
-MAX_PAGE_SIZE = 100
+PAGE_SIZE = 50  # the largest page the portal serves ("Max page size is 50"), and the size when none is asked
+FRONTEND_VERSIONS = frozenset({"2025-03-21", "2026-05-25"})
+PORTAL_VERSIONS = frozenset({"2026-05-25"})
+# CloudFront's block page as it serves it (request id made up).
+EDGE_BLOCK_HTML = (
+    b'<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01 Transitional//EN" "http://www.w3.org/TR/html4/loose.dtd">'
+    b'<HTML><HEAD><META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=iso-8859-1">'
+    b"<TITLE>ERROR: The request could not be satisfied</TITLE></HEAD><BODY>"
+    b'<H1>403 ERROR</H1><H2>The request could not be satisfied.</H2><HR noshade size="1px">'
+    b"Request blocked. We can't connect to the server for this app or website at this time. There might be too much "
+    b"traffic or a configuration error. Try again later, or contact the app or website owner."
+    b'<BR clear="all"><HR noshade size="1px"><PRE>Generated by cloudfront (CloudFront)\n'
+    b"Request ID: EmulatedRequestId0123456789abcdefghijklmnopqrstuvwx==</PRE><ADDRESS></ADDRESS></BODY></HTML>"
+)
+EDGE_BLOCK_HEADERS = [("Server", "CloudFront"), ("X-Cache", "Error from cloudfront")]
 FRONTEND_RESOURCES = frozenset({"appointments", "clients", "team-members", "offices", "cpt-codes"})
 SPA_HTML = (
     b"<!DOCTYPE html>\n<html><head><title>SimplePractice</title>"
@@ -94,6 +127,13 @@ class ApiError(Exception):
 
 def _error(status: int, title: str, headers: Sequence[tuple[str, str]] = ()) -> RawResponse:
     return RawResponse(status, ApiError(status, title).body, JSONAPI, list(headers))
+
+
+def _version_refusal(version: str, known: frozenset[str] | None) -> RawResponse | None:
+    """An `Api-Version` the emulator has no evidence SimplePractice serves (emulator choice: refused, see above)."""
+    if known is None or version.strip() in known:
+        return None
+    return _error(400, "Api version is not supported")
 
 
 # ---------------------------------------------------------------------------------------------- state records
@@ -239,8 +279,17 @@ class SimplePracticeEmulator(Emulator):
         rate_limit_per_minute: int = 600,
         clock: Callable[[], float] = time.time,
         max_exchanges: int = 5000,
+        next_links: bool = False,
+        calendar_unpaged: bool = False,
+        frontend_versions: frozenset[str] | None = FRONTEND_VERSIONS,
+        portal_versions: frozenset[str] | None = PORTAL_VERSIONS,
     ) -> None:
         self.seed = seed
+        self.next_links = next_links
+        self.calendar_unpaged = calendar_unpaged
+        self.frontend_versions = frontend_versions
+        self.portal_versions = portal_versions
+        self.edge_blocked = False
         self.session = session
         self.csrf_token = csrf_token
         self.session_valid = True
@@ -330,6 +379,8 @@ class SimplePracticeEmulator(Emulator):
 
     def _gate(self, scope: Scope) -> RawResponse | None:
         path: str = scope["path"]
+        if self.edge_blocked:
+            return RawResponse(403, EDGE_BLOCK_HTML, "text/html", list(EDGE_BLOCK_HEADERS))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if path.startswith("/client-portal-api/"):
             if not headers.get("application-build-version"):
@@ -338,12 +389,14 @@ class SimplePracticeEmulator(Emulator):
                 return _error(400, "Application platform is missing")
             if not headers.get("api-version"):
                 return _error(400, "Api version is missing")
-            return None
+            return _version_refusal(headers["api-version"], self.portal_versions)
         prefix, _, rest = path.lstrip("/").partition("/")
         if prefix != "frontend" or rest.split("/", 1)[0] not in FRONTEND_RESOURCES:
             return None  # not an API path: the web app's catch-all page comes from routing, whatever the headers
         if not headers.get("api-version"):
             return _error(400, "Api version is missing")
+        if (refusal := _version_refusal(headers["api-version"], self.frontend_versions)) is not None:
+            return refusal
         if "vnd.api+json" not in headers.get("accept", "") and "*/*" not in headers.get("accept", ""):
             return _error(406, "Not Acceptable")
         cookies = dict(part.strip().split("=", 1) for part in headers.get("cookie", "").split(";") if "=" in part)
@@ -359,6 +412,15 @@ class SimplePracticeEmulator(Emulator):
 
     def _rate_limited_fault(self, fault: Fault) -> RawResponse:
         return _error(429, "Too Many Requests", [("Retry-After", str(fault.retry_after))])
+
+    @staticmethod
+    def _rejected_fault(fault: Fault) -> RawResponse:
+        """A REJECT in the JSON:API error shape the emulator answers everywhere: `title` and `detail` both quote
+        `fault.message` (tests put a client's name, e-mail and phone there)."""
+        status = fault.status if fault.status != 503 else 422
+        text = fault.message or "is invalid"
+        error = wire.ErrorObject(status=str(status), title=text, detail=text)
+        return RawResponse(status, msgspec.json.encode(wire.ErrorDocument(errors=[error])), JSONAPI)
 
     # ------------------------------------------------------------------ rendering
 
@@ -404,19 +466,19 @@ class SimplePracticeEmulator(Emulator):
         )
         return wire.Client(c.id, "clients", attributes)
 
-    def _page(self, request: Request[Any, Any, Any], items: Sequence[R]) -> tuple[list[R], wire.Links]:
+    def _page(self, request: Request[Any, Any, Any], items: Sequence[R]) -> tuple[list[R], wire.Links | None]:
+        """One page: `page[size]` at most 50 (50 when absent), no total, `links.next` only in `next_links` mode."""
         try:
             number = max(1, int(request.query_params.get("page[number]") or 1))
-            size = min(MAX_PAGE_SIZE, max(1, int(request.query_params.get("page[size]") or 25)))
+            size = min(PAGE_SIZE, max(1, int(request.query_params.get("page[size]") or PAGE_SIZE)))
         except ValueError:
             raise ApiError(400, "Invalid page parameter") from None
         chunk = list(items[(number - 1) * size : number * size])
-        links = wire.Links()
-        if number * size < len(items):
-            query = [(k, v) for k, v in request.query_params.items() if k != "page[number]"]
-            query.append(("page[number]", str(number + 1)))
-            links.next = f"{str(request.base_url).rstrip('/')}{request.url.path}?{urlencode(query)}"
-        return chunk, links
+        if not self.next_links or number * size >= len(items):
+            return chunk, None
+        query = [(k, v) for k, v in request.query_params.items() if k != "page[number]"]
+        query.append(("page[number]", str(number + 1)))
+        return chunk, wire.Links(next=f"{str(request.base_url).rstrip('/')}{request.url.path}?{urlencode(query)}")
 
     # ------------------------------------------------------------------ appointments
 
@@ -449,7 +511,7 @@ class SimplePracticeEmulator(Emulator):
                 ),
                 key=lambda a: (a.start, int(a.id)),
             )
-            chunk, links = self._page(request, found)
+            chunk, links = (found, None) if self.calendar_unpaged else self._page(request, found)
             return wire.AppointmentListDocument(data=[self._appointment(a) for a in chunk], links=links)
 
     def _times(self, attributes: InAppointmentAttributes) -> tuple[datetime.datetime, datetime.datetime]:
@@ -482,6 +544,8 @@ class SimplePracticeEmulator(Emulator):
             client = rel.data.id if rel is not None and rel.data is not None else ""
             if client not in self.clients:
                 raise ApiError(422, "Client not found", pointer="/data/relationships/client")
+            if (fault := self.faults.misstore("POST", "/frontend/appointments")) is not None:
+                start, end = fault.misstored(start, end)
             now = self._now()
             record = AppointmentRec(
                 self._new_id(70_000_000), client, clinician, office, a.cptCodes[0].code, start, end, now, now, a.memo
@@ -497,7 +561,11 @@ class SimplePracticeEmulator(Emulator):
         with self._lock:
             record = self._find(self.appointments, appointment_id)
             if a.startTime is not None or a.endTime is not None:
-                record.start, record.end = self._times(a)
+                start, end = self._times(a)
+                path = f"/frontend/appointments/{appointment_id}"
+                if (start, end) != (record.start, record.end) and (fault := self.faults.misstore("PATCH", path)):
+                    start, end = fault.misstored(start, end)
+                record.start, record.end = start, end
             if a.clinicianId is not None:
                 if str(a.clinicianId) not in self.clinicians:
                     raise ApiError(422, "Clinician not found", pointer="/data/attributes/clinicianId")
@@ -706,6 +774,15 @@ class SimplePracticeEmulator(Emulator):
         def restore_session() -> None:
             em.session_valid = True
 
+        @post(CONTROL_PREFIX + "/edge/block", status_code=204, sync_to_thread=False)
+        def edge_block() -> None:
+            """Emulator control: the CDN/WAF in front of SimplePractice refuses every request with its 403 page."""
+            em.edge_blocked = True
+
+        @post(CONTROL_PREFIX + "/edge/unblock", status_code=204, sync_to_thread=False)
+        def edge_unblock() -> None:
+            em.edge_blocked = False
+
         @post(CONTROL_PREFIX + "/appointments/{appointment_id:str}/attendance", status_code=204, sync_to_thread=False)
         def mark_attendance(appointment_id: FromPath[str], data: JSONBody[AttendanceMark]) -> None:
             """Emulator control: the clinic marking Show / No Show in its own screens."""
@@ -724,13 +801,14 @@ class SimplePracticeEmulator(Emulator):
         handlers = [
             list_appointments, create_appointment, get_appointment, update_appointment,
             list_clients, create_client, get_client, team_members, offices, cpt_codes, slots,
-            expire_session, restore_session, mark_attendance,
+            expire_session, restore_session, edge_block, edge_unblock, mark_attendance,
         ]  # fmt: skip
         return build_emulator_app(
             self,
             handlers,
             traffic=self.traffic,
             rate_limited=self._rate_limited_fault,
+            rejected=self._rejected_fault,
             gate=self._gate,
             exception_handlers={ApiError: api_error, HTTPException: catch_all},
         )

@@ -10,6 +10,7 @@ import phonenumbers
 
 from adapters import phones
 from adapters.base import AdapterContext
+from adapters.markers import operation_of, without_marker
 from adapters.simplepractice import wire
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.catalog import Location, Practitioner, Service
@@ -113,6 +114,15 @@ def code_of(appointment: wire.Appointment) -> str | None:
     return codes[0].code if codes else None
 
 
+def is_whole(appointment: wire.Appointment) -> bool:
+    """Whether a write's answer says everything verification compares: its instants, clinician and client."""
+    return (
+        appointment.attributes.endTime is not None
+        and clinician_of(appointment) is not None
+        and client_of(appointment) is not None
+    )
+
+
 def span_of(appointment: wire.Appointment) -> tuple[datetime, datetime]:
     a = appointment.attributes
     start = a.startTime.astimezone(UTC)
@@ -136,13 +146,14 @@ def appointment_of(appointment: wire.Appointment, context: AdapterContext) -> Ap
         practitioner_id=clinician_of(appointment) or "",
         service_id=code_of(appointment) or "",
         location_id=context.location_id,
-        notes=a.memo,
+        notes=without_marker(a.memo),
         cancel_reason=reason,
         cancel_note=note,
         created_at=a.createdAt.astimezone(UTC) if a.createdAt else None,
         updated_at=a.updatedAt.astimezone(UTC) if a.updatedAt else None,
         emr=EMR_SLUG,
         emr_location_id=office_of(appointment),
+        operation_id=operation_of(a.memo),
     )
 
 

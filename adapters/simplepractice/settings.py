@@ -11,7 +11,9 @@ from adapters.base import Credentials, Settings
 FRONTEND_URL = "https://secure.simplepractice.com/frontend"
 # The newest `Api-Version` seen in integrators' captures (2026); SimplePractice moves it, hence a setting.
 DEFAULT_API_VERSION = "2026-05-25"
-PORTAL_API_VERSION = "2020-01-01"
+# What the live client portal sends (evidence-2026-11 §5.1); the old 2020-01-01 came from SimplePractice's hiring-
+# assessment apps, and whether the portal still serves it is unknown.
+PORTAL_API_VERSION = "2026-05-25"
 PORTAL_BUILD_VERSION = "0.0.1"
 
 

@@ -28,8 +28,20 @@ class ToOne(msgspec.Struct):
     data: Identifier | None = None
 
 
-class Links(msgspec.Struct):
-    next: str | None = None
+class Link(msgspec.Struct):
+    """A JSON:API link object (`{"href": …}`), which the spec allows in place of a string."""
+
+    href: str
+
+
+class Links(msgspec.Struct, omit_defaults=True):
+    """No capture shows `links` on `/frontend` lists (evidence-2026-11 §5.2): optional, followed when present."""
+
+    next: str | Link | None = None
+
+
+def href_of(link: str | Link | None) -> str | None:
+    return link.href if isinstance(link, Link) else link
 
 
 class ErrorSource(msgspec.Struct):
@@ -107,7 +119,18 @@ class AppointmentDocument(msgspec.Struct):
     data: Appointment
 
 
-class AppointmentListDocument(msgspec.Struct):
+class WrittenRef(msgspec.Struct):
+    """The least a write's answer must name: which record it wrote (to read it back when it is not the whole record)."""
+
+    id: str
+    type: str = ""
+
+
+class WrittenRefDocument(msgspec.Struct):
+    data: WrittenRef
+
+
+class AppointmentListDocument(msgspec.Struct, omit_defaults=True):
     data: list[Appointment]
     links: Links | None = None
 
@@ -147,7 +170,7 @@ class ClientDocument(msgspec.Struct):
     data: Client
 
 
-class ClientListDocument(msgspec.Struct):
+class ClientListDocument(msgspec.Struct, omit_defaults=True):
     data: list[Client]
     links: Links | None = None
 
@@ -169,7 +192,7 @@ class TeamMember(msgspec.Struct):
     attributes: TeamMemberAttributes
 
 
-class TeamMemberListDocument(msgspec.Struct):
+class TeamMemberListDocument(msgspec.Struct, omit_defaults=True):
     data: list[TeamMember]
     links: Links | None = None
 
@@ -190,7 +213,7 @@ class Office(msgspec.Struct):
     attributes: OfficeAttributes
 
 
-class OfficeListDocument(msgspec.Struct):
+class OfficeListDocument(msgspec.Struct, omit_defaults=True):
     data: list[Office]
     links: Links | None = None
 
@@ -209,7 +232,7 @@ class CptCode(msgspec.Struct):
     attributes: CptCodeAttributes
 
 
-class CptCodeListDocument(msgspec.Struct):
+class CptCodeListDocument(msgspec.Struct, omit_defaults=True):
     data: list[CptCode]
     links: Links | None = None
 

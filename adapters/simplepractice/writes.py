@@ -13,6 +13,9 @@ When a real capture is available, this is the one file to change; the emulator a
   birthDate, "status": "prospective"}}} (the web app's new-client form creates prospective clients)
 
 Times go out in the location's zone with its offset (`2026-03-09T10:00:00-04:00`), as the reads return them.
+`memo` carries the caller's notes and the gateway's operation marker (`[egw:<id>]`, adapters.markers); if a capture
+shows notes live elsewhere (e.g. the `appointmentMemo` relationship the calendar names), the marker must move with
+them, and the reads in wire.py/mapping.py must read it from there.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from schemas.patients import PatientQuery
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_delay=0.001, max_delay=0.004, jitter=0.001)
 CLIENT_TIMEOUT = 0.75  # seconds; the latency faults below are twice that
+PATIENCE = 2 * CLIENT_TIMEOUT  # how long a write whose answer was lost is watched for (the gateway's default ratio)
 SLOW_MS = 1500
 LOCATION_ID = "loc_contract"
 
@@ -64,6 +65,7 @@ class Harness:
             http=self.http,
             location_id=LOCATION_ID,
             time_zone=self.seed.time_zone,
+            write_patience_seconds=PATIENCE,
         )
         if isinstance(adapter, UsesRetryPolicy):
             adapter.retry = FAST_RETRY
@@ -78,7 +80,7 @@ class Harness:
         if missing:
             pytest.skip(f"{self.slug} lacks {', '.join(missing)}")
 
-    async def fault(self, kind: FaultKind, *, method: str | None = None, count: int = 1, **options: int) -> None:
+    async def fault(self, kind: FaultKind, *, method: str | None = None, count: int = 1, **options: int | str) -> None:
         fault = msgspec.convert({"kind": kind, "method": method, "count": count, **options}, Fault)
         response = await self.http.post(f"{self.base_url}/_emulator/faults", content=msgspec.json.encode(fault))
         assert response.status_code == 204, response.text

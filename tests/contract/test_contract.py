@@ -132,7 +132,9 @@ async def test_unknown_appointment_is_not_found(harness: Harness) -> None:
 async def test_taken_slot_is_refused(harness: Harness) -> None:
     harness.requires(Capability.BOOK, Capability.REJECTS_DOUBLE_BOOKING, Capability.CREATE_PATIENT)
     await harness.adapter.book(await harness.book(days_ahead=2, hour=10))
-    other = await harness.adapter.create_patient(NewPatient(first_name="Other", last_name="Person"))
+    other = await harness.adapter.create_patient(
+        NewPatient(first_name="Other", last_name="Person", email=f"other.{uuid.uuid4().hex[:8]}@example.com")
+    )
     # Same practitioner, overlapping start (15 minutes into the first appointment).
     with pytest.raises(SlotUnavailable):
         await harness.adapter.book(await harness.book(days_ahead=2, hour=10, minute=15, patient_id=other.id))

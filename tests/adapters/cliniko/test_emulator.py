@@ -190,7 +190,16 @@ def test_reschedule_and_cancel(cliniko: Served) -> None:
     )
     assert cancelled.status_code == 204
     assert cancelled.content == b""
-    after = cliniko.http.get(f"/individual_appointments/{booked['id']}").json()
+    # Cancelled records are hidden unless the request opts them in with a cancelled_at filter (evidence 2026-11 §1.1).
+    hidden = cliniko.http.get(f"/individual_appointments/{booked['id']}")
+    assert hidden.status_code == 404
+    listed = cliniko.http.get("/individual_appointments", params=[("q[]", f"id:={booked['id']}")]).json()
+    assert listed["individual_appointments"] == []
+    opted_in = cliniko.http.get(
+        "/individual_appointments", params=[("q[]", f"id:={booked['id']}"), ("q[]", "cancelled_at:*")]
+    ).json()
+    assert [a["id"] for a in opted_in["individual_appointments"]] == [booked["id"]]
+    after = cliniko.http.get(f"/individual_appointments/{booked['id']}", params={"q[]": "cancelled_at:*"}).json()
     assert after["cancellation_reason"] == 40
     assert after["cancellation_reason_description"] == "Away"
     assert after["cancellation_note"] == "away"
@@ -208,15 +217,20 @@ def test_appointment_filters(cliniko: Served) -> None:
         page = cliniko.http.get("/individual_appointments", params={"q[]": list(filters)}).json()
         return [a["id"] for a in page["individual_appointments"]]
 
-    assert found(f"patient_id:={cliniko.patient}") == [keep, gone]
-    assert found(f"practitioner_id:={cliniko.practitioners[1]}") == [gone]
-    assert found(f"business_id:={cliniko.business}", "starts_at:>=2030-01-08T12:00:00Z") == [gone]
+    # Without a cancelled_at filter the cancelled one is hidden; `cancelled_at:*` opts it back in.
+    assert found(f"patient_id:={cliniko.patient}") == [keep]
+    assert found(f"patient_id:={cliniko.patient}", "cancelled_at:*") == [keep, gone]
+    assert found(f"practitioner_id:={cliniko.practitioners[1]}") == []
+    assert found(f"practitioner_id:={cliniko.practitioners[1]}", "cancelled_at:*") == [gone]
+    assert found(f"business_id:={cliniko.business}", "starts_at:>=2030-01-08T12:00:00Z", "cancelled_at:*") == [gone]
     assert found("starts_at:<2030-01-08T12:00:00Z") == [keep]
     assert found("cancelled_at:?") == [gone]
     assert found("cancelled_at:!?") == [keep]
     assert found("cancelled_at:*", "archived_at:*") == [keep, gone]
-    assert found("updated_at:>2029-12-31T00:00:00Z") == [keep, gone]
-    listed = cliniko.http.get("/individual_appointments", params={"sort": "starts_at:desc"}).json()
+    assert found("updated_at:>2029-12-31T00:00:00Z", "cancelled_at:*") == [keep, gone]
+    listed = cliniko.http.get(
+        "/individual_appointments", params={"sort": "starts_at:desc", "q[]": "cancelled_at:*"}
+    ).json()
     assert [a["id"] for a in listed["individual_appointments"]] == [gone, keep]
 
 

@@ -4,77 +4,16 @@ CSRF token, the openings endpoint's 7-day limit, holds that lapse, location isol
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-import httpx
 import msgspec
 import pytest
 
-from adapters.emulation import EmulatorSeed, Fault, FaultKind, SeedBusiness, ServerThread, default_seed
+from adapters.emulation import FaultKind
 from adapters.errors import AuthFailed, NotFound, Unavailable
-from adapters.http import RetryPolicy
-from adapters.jane.adapter import JaneAdapter
-from adapters.jane.emulator import JaneEmulator
-from gateway.emr import build_adapter
 from schemas.appointments import AppointmentStatus
-from schemas.commands import AvailabilityQuery, BookCommand
-from schemas.patients import PatientQuery
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.UTC).timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Rig:
-    emulator: JaneEmulator
-    clock: Clock
-    base_url: str
-    http: httpx.AsyncClient
-    seed: EmulatorSeed
-
-    def adapter(self, business_index: int = 0, credentials: bytes | None = None) -> JaneAdapter:
-        settings, good = self.emulator.location_config(self.base_url, business_index)
-        adapter = build_adapter(
-            "jane", settings, credentials or good, http=self.http, location_id="loc", time_zone=self.seed.time_zone
-        )
-        assert isinstance(adapter, JaneAdapter)
-        adapter.retry = RetryPolicy(attempts=2, initial_delay=0.001, max_delay=0.002, jitter=0.001)
-        return adapter
-
-    async def command(self, adapter: JaneAdapter, days_ahead: int = 2, hour: int = 10) -> BookCommand:
-        practitioner = (await adapter.list_practitioners())[0]
-        service = sorted(await adapter.list_services(), key=lambda s: s.duration_minutes)[0]
-        [patient] = await adapter.find_patients(PatientQuery(email="jane.citizen@example.com"))
-        zone = ZoneInfo(self.seed.time_zone)
-        day = dt.datetime.now(zone).date() + dt.timedelta(days=days_ahead)
-        start = dt.datetime.combine(day, dt.time(hour), tzinfo=zone)
-        return BookCommand(patient_id=patient.id, practitioner_id=practitioner.id, service_id=service.id, start=start)
-
-    def fault(self, kind: FaultKind, method: str, path_prefix: str) -> None:
-        self.emulator.faults.add(Fault(kind=kind, method=method, path_prefix=path_prefix))
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    seed = default_seed()
-    seed.businesses.append(SeedBusiness(name="Second Site"))
-    clock = Clock()
-    emulator = JaneEmulator(seed, clock=clock, hold_seconds=600)
-    server = ServerThread(emulator.app())
-    base_url = server.start()
-    http = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
-    try:
-        yield Rig(emulator, clock, base_url, http, seed)
-    finally:
-        await http.aclose()
-        server.stop()
+from schemas.commands import AvailabilityQuery
+from tests.adapters.jane.conftest import Rig
 
 
 async def test_a_failed_book_step_releases_the_hold(rig: Rig) -> None:
@@ -83,6 +22,7 @@ async def test_a_failed_book_step_releases_the_hold(rig: Rig) -> None:
     rig.fault(FaultKind.ERROR_5XX, "PUT", "/admin/api/v3/appointments/")
     with pytest.raises(Unavailable):
         await adapter.book(command)
+    await rig.recorded("DELETE", "/admin/api/v2/appointments/")
     methods = [(e.method, e.path.split("/")[-1], e.status) for e in rig.emulator.traffic.exchanges if e.method != "GET"]
     assert [m for m, _, _ in methods[-3:]] == ["POST", "PUT", "DELETE"]  # hold, failed book, release
     assert rig.emulator.holds() == []
@@ -160,11 +100,11 @@ async def test_an_unbooked_hold_lapses_and_frees_the_slot(rig: Rig) -> None:
     adapter = rig.adapter()
     command = await rig.command(adapter)
     hold = await adapter._hold(int(command.practitioner_id), command.start, command.start + dt.timedelta(minutes=30))
-    assert [h.id for h in rig.emulator.holds()] == [hold.id]
+    assert [h.id for h in rig.emulator.holds()] == [hold.record.id]
     rig.clock.now += 601
     assert rig.emulator.holds() == []
     with pytest.raises(NotFound):
-        await adapter.get_appointment(str(hold.id))
+        await adapter.get_appointment(str(hold.record.id))
     assert (await adapter.book(command)).status is AppointmentStatus.BOOKED
 
 
@@ -174,7 +114,7 @@ async def test_cancel_of_a_hold_is_refused_by_the_emulator(rig: Rig) -> None:
     hold = await adapter._hold(int(command.practitioner_id), command.start, command.start + dt.timedelta(minutes=30))
     token = await adapter.client.csrf_token()
     response = await rig.http.put(
-        f"{rig.base_url}/admin/api/v2/appointments/{hold.id}/cancel",
+        f"{rig.base_url}/admin/api/v2/appointments/{hold.record.id}/cancel",
         content=b'{"cancelled_reason":"Other","browser_tab_id":"x"}',
         headers={**adapter.client._headers, "X-CSRF-Token": token, "Content-Type": "application/json"},
     )

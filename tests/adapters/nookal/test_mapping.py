@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
-from adapters.nookal import mapping
+from adapters.nookal import mapping, wire
 
 ZONE = ZoneInfo("Australia/Sydney")
 DAY = "2026-12-01"
@@ -56,3 +56,23 @@ def test_loose_values() -> None:
     assert [mapping.flag(v) for v in ("0", 0, None, "", False)] == [False] * 5
     assert mapping.ids("1, 2") == {"1", "2"}
     assert mapping.ids([1, "2", None]) == {"1", "2"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "notes", "operation_id"),
+    [
+        ("Knee review [egw:op_abc-1]", "Knee review", "op_abc-1"),
+        ("[egw:op_abc-1]", None, "op_abc-1"),
+        ("Knee review", "Knee review", None),
+        (None, None, None),
+    ],
+)
+def test_the_gateways_marker_is_read_and_hidden_from_callers(
+    raw: str | None, notes: str | None, operation_id: str | None
+) -> None:
+    a = wire.Appointment(
+        ID="7", patientID="3", appointmentDate=DAY, appointmentStartTime="09:00:00", appointmentEndTime="09:30:00",
+        practitionerID="2", appointmentTypeID="4", Notes=raw,
+    )  # fmt: skip
+    mapped = mapping.appointment_of(a, ZONE, "loc")
+    assert (mapped.notes, mapped.operation_id) == (notes, operation_id)

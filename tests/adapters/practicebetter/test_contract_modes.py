@@ -1,6 +1,7 @@
 """The contract suite against the Practice Better emulator switched to its alternative behaviour: `duration` in
-seconds and `sessionDate` read as naive wall time (tests/contract runs the default: minutes, UTC instants). The
-location's settings follow the emulator, so this proves the two settings do what they say.
+minutes and `sessionDate` read as an instant, as the swagger readers assume (tests/contract runs the default:
+seconds and wall time, as the production integrator observed). The location's settings follow the emulator, so this
+proves the two settings do what they say.
 
 The transport-failure cases do not depend on these settings and run once, in tests/contract."""
 
@@ -13,13 +14,13 @@ import pytest
 
 from adapters.emulation import ServerThread, default_seed
 from adapters.practicebetter.emulator import PracticeBetterEmulator
-from tests.adapters.practicebetter.conftest import MODES, PB
+from tests.adapters.practicebetter.conftest import DEFAULT_MODE, MODES, PB
 from tests.contract.conftest import CLIENT_TIMEOUT, Harness
 from tests.contract.test_contract import *  # noqa: F403 - the suite itself, collected here again
 
-del test_read_under_transport_failure, test_slow_read_is_a_timeout  # noqa: F821 - imported above
+del test_read_under_transport_failure, test_slow_read_is_a_timeout  # noqa: F821
 
-ALTERNATIVE = [m for m in MODES if m != ("minutes", "utc")]
+ALTERNATIVE = [m for m in MODES if m != DEFAULT_MODE]
 
 
 @pytest.fixture(params=ALTERNATIVE, ids=[f"{unit}-{mode}" for unit, mode in ALTERNATIVE])

@@ -3,75 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-import httpx
 import msgspec
 import pytest
 
-from adapters.emulation import EmulatorSeed, SeedBusiness, SeedPatient, SeedPractitioner, SeedService, ServerThread
 from adapters.errors import AuthFailed, InvalidReference, NotFound, RateLimited, Rejected
-from adapters.http import RetryPolicy
-from adapters.simplepractice.adapter import SimplePracticeAdapter
-from adapters.simplepractice.emulator import SimplePracticeEmulator
-from gateway.emr import build_adapter
 from schemas.appointments import AppointmentStatus
-from schemas.commands import AppointmentQuery, AvailabilityQuery, BookCommand, NewPatient
+from schemas.commands import AppointmentQuery, AvailabilityQuery, NewPatient
 from schemas.patients import PatientQuery
-
-ZONE = "America/New_York"
-FAST = RetryPolicy(attempts=2, initial_delay=0.001, max_delay=0.002, jitter=0.001)
-
-
-def seed() -> EmulatorSeed:
-    return EmulatorSeed(
-        time_zone=ZONE,
-        businesses=[SeedBusiness(name="Main Street Office"), SeedBusiness(name="Telehealth")],
-        practitioners=[SeedPractitioner(first_name="Dana", last_name="Ruiz", email="therapist@example.com")],
-        services=[SeedService(name="Psychiatric Diagnostic Evaluation", duration_minutes=50, code="90791")],
-        patients=[SeedPatient(first_name="John", last_name="Doe", email="john@example.com", phone="(212) 555-0147")],
-    )
-
-
-@dataclass
-class Env:
-    emulator: SimplePracticeEmulator
-    base_url: str
-    http: httpx.AsyncClient
-
-    def adapter(self, office: int = 0, *, credentials: bytes | None = None, **settings: str) -> SimplePracticeAdapter:
-        settings_json, credentials_json = self.emulator.location_config(self.base_url, office)
-        merged = {**msgspec.json.decode(settings_json), **settings}
-        adapter = build_adapter(
-            "simplepractice",
-            msgspec.json.encode(merged),
-            credentials or credentials_json,
-            http=self.http,
-            location_id=f"loc_sp_{office}",
-            time_zone=ZONE,
-        )
-        assert isinstance(adapter, SimplePracticeAdapter)
-        adapter.retry = FAST
-        return adapter
-
-    async def control(self, path: str, body: object | None = None) -> None:
-        response = await self.http.post(f"{self.base_url}/_emulator/{path}", json=body)
-        assert response.status_code == 204, response.text
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Env]:
-    emulator = SimplePracticeEmulator(seed(), rate_limit_per_minute=1000)
-    server = ServerThread(emulator.app())
-    base_url = server.start()
-    http = httpx.AsyncClient(timeout=5)
-    try:
-        yield Env(emulator, base_url, http)
-    finally:
-        await http.aclose()
-        server.stop()
+from tests.adapters.simplepractice.conftest import ZONE, Env, booking
 
 
 def next_dst_change(zone: ZoneInfo) -> dt.date:
@@ -83,12 +24,6 @@ def next_dst_change(zone: ZoneInfo) -> dt.date:
             return day
         day += dt.timedelta(days=1)
     raise AssertionError("no DST change within a year")
-
-
-async def booking(adapter: SimplePracticeAdapter, start: dt.datetime) -> BookCommand:
-    [clinician] = await adapter.list_practitioners()
-    [client] = await adapter.find_patients(PatientQuery(email="john@example.com"))
-    return BookCommand(patient_id=client.id, practitioner_id=clinician.id, service_id="90791", start=start)
 
 
 async def test_services_are_cpt_codes_and_book_by_code(env: Env) -> None:
