@@ -6,11 +6,12 @@ import asyncio
 import time
 
 from adapters import errors as ae
+from gateway import emr_contract
 from gateway.runtime import Runtime
 from gateway.storage import sync as sync_db
 from gateway.storage.records import LocationRecord
 from gateway.times import now_utc
-from schemas.health import EMRStatus, LocationHealth, SyncHealth
+from schemas.health import ContractChange, EMRStatus, LocationHealth, SyncHealth
 
 CHECK_TTL_SECONDS = 30.0
 
@@ -31,12 +32,23 @@ async def check_location(runtime: Runtime, location: LocationRecord, *, fresh: b
         try:
             adapter = await runtime.adapters.get(location)
             await adapter.check()
+        except ae.ContractChanged as exc:
+            status, detail = EMRStatus.EMR_CONTRACT_CHANGED, exc.message
+            await emr_contract.note(runtime.store, location.id, exc, runtime.metrics, location.emr)
         except ae.AuthFailed as exc:
             status, detail = EMRStatus.EMR_AUTH_FAILED, exc.message
         except (ae.Unavailable, ae.Timeout, ae.RateLimited) as exc:
             status, detail = EMRStatus.EMR_UNAVAILABLE, exc.message
         except ae.AdapterError as exc:
             status, detail = EMRStatus.EMR_ERROR, exc.message
+        changes = await emr_contract.recent(runtime.store, location.id)
+        if changes and status is EMRStatus.OK:
+            # The check's own call decodes, but a request or a poll within the last day met an answer that did not.
+            latest = changes[0]
+            status = EMRStatus.EMR_CONTRACT_CHANGED
+            detail = (
+                f"{location.emr} answered with a shape this adapter does not know: {latest.problem} at {latest.path}"
+            )
         state = await sync_db.get_state(runtime.store, location.id)
         sync = (
             SyncHealth(
@@ -49,7 +61,15 @@ async def check_location(runtime: Runtime, location: LocationRecord, *, fresh: b
             else None
         )
         health = LocationHealth(
-            location_id=location.id, emr=location.emr, status=status, checked_at=now_utc(), detail=detail, sync=sync
+            location_id=location.id,
+            emr=location.emr,
+            status=status,
+            checked_at=now_utc(),
+            detail=detail,
+            sync=sync,
+            contract_changes=[
+                ContractChange(path=c.path, problem=c.problem, last_seen=c.last_seen, count=c.count) for c in changes
+            ],
         )
         runtime.metrics.location_emr_up.labels(location.id, location.emr).set(1 if status is EMRStatus.OK else 0)
         _cache[location.id] = (time.monotonic(), health)

@@ -21,6 +21,12 @@ class Metrics:
             ["location_id", "emr"],
             registry=self.registry,
         )
+        self.contract_changed = Counter(
+            "egw_emr_contract_changed",
+            "EMR answers that no longer decode, by the field path the adapter could not read",
+            ["emr", "path"],
+            registry=self.registry,
+        )
         self.idempotent_replays = Counter(
             "egw_idempotent_replays", "Responses replayed for a repeated Idempotency-Key", registry=self.registry
         )

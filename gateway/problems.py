@@ -18,6 +18,7 @@ from litestar.exceptions import (
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from adapters import errors as ae
+from gateway import emr_contract
 from gateway.errors import GatewayError
 from gateway.logsafe import log_unexpected
 from schemas.problems import EMRDetail, ErrorCode, FieldError, Problem
@@ -39,6 +40,8 @@ _ADAPTER_MAP: dict[type[ae.AdapterError], tuple[int, ErrorCode, str]] = {
     ae.Timeout: (504, ErrorCode.EMR_TIMEOUT, "The EMR did not answer in time"),
     ae.OutcomeUnknown: (504, ErrorCode.EMR_OUTCOME_UNKNOWN, "The EMR's outcome is unknown"),
     ae.Unsupported: (501, ErrorCode.NOT_SUPPORTED, "Not supported by this EMR"),
+    ae.ContractChanged: (502, ErrorCode.EMR_CONTRACT_CHANGED, "The EMR's answer no longer matches the adapter"),
+    ae.WriteMismatch: (502, ErrorCode.EMR_WRITE_MISMATCH, "The EMR stored something other than what was asked"),
 }
 
 
@@ -86,6 +89,10 @@ def from_adapter_error(exc: ae.AdapterError, request: Request[Any, Any, Any]) ->
     errors = None
     if isinstance(exc, ae.InvalidReference) and exc.field:
         errors = [FieldError(field=exc.field, message=exc.message)]
+    elif isinstance(exc, ae.ContractChanged):
+        errors = [FieldError(field=exc.path, message=exc.problem)]
+    elif isinstance(exc, ae.WriteMismatch):
+        errors = [_mismatch_field(name, minutes, exc.settings.get(name)) for name, minutes in exc.differences]
     retry_after = exc.retry_after if isinstance(exc, ae.RateLimited) else None
     operation_id = exc.operation_id if isinstance(exc, ae.OutcomeUnknown) else None
     return _problem(
@@ -101,9 +108,30 @@ def from_adapter_error(exc: ae.AdapterError, request: Request[Any, Any, Any]) ->
     )
 
 
+def _mismatch_field(name: str, minutes: int | None, setting: str | None) -> FieldError:
+    what = f"stored {minutes:+d} min from what was asked" if minutes is not None else f"stored another {name}"
+    return FieldError(field=name, message=f"{what}; governed by {setting}" if setting else what)
+
+
 def handle_adapter_error(request: Request[Any, Any, Any], exc: ae.AdapterError) -> Response[bytes]:
     log.warning("emr error %s on %s", type(exc).__name__, request.scope.get("path_template", request.url.path))
     return problem_response(from_adapter_error(exc, request))
+
+
+async def after_exception(exc: Exception, scope: Any) -> None:
+    """Before the problem is sent (Litestar awaits this hook first): count EMR errors, and remember a contract change
+    for the location's health, so the next health check on any replica already shows it."""
+    if not isinstance(exc, ae.AdapterError):
+        return
+    app = scope.get("litestar_app")
+    runtime = getattr(app.state, "runtime", None) if app is not None else None
+    if runtime is None:
+        return
+    emr = str(scope.get("egw_emr", "unknown"))
+    runtime.metrics.emr_errors.labels(emr, type(exc).__name__).inc()
+    location_id = scope.get("egw_location_id")
+    if isinstance(exc, ae.ContractChanged) and isinstance(location_id, str):
+        await emr_contract.note(runtime.store, location_id, exc, runtime.metrics, emr)
 
 
 def handle_gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
+import msgspec
+
 from schemas.common import Out
 
 
@@ -17,6 +19,7 @@ class EMRStatus(enum.StrEnum):
     EMR_AUTH_FAILED = "emr_auth_failed"
     EMR_UNAVAILABLE = "emr_unavailable"
     EMR_ERROR = "emr_error"
+    EMR_CONTRACT_CHANGED = "emr_contract_changed"  # an answer no longer decodes (see `contract_changes`)
 
 
 class SyncHealth(Out):
@@ -28,6 +31,15 @@ class SyncHealth(Out):
     consecutive_failures: int = 0
 
 
+class ContractChange(Out):
+    """Where the EMR's answer stopped matching the adapter: a field path and what was there (never a value)."""
+
+    path: str
+    problem: str
+    last_seen: datetime
+    count: int
+
+
 class LocationHealth(Out):
     location_id: str
     emr: str
@@ -35,3 +47,4 @@ class LocationHealth(Out):
     checked_at: datetime
     detail: str | None = None
     sync: SyncHealth | None = None
+    contract_changes: list[ContractChange] = msgspec.field(default_factory=list)

@@ -25,6 +25,8 @@ class ErrorCode(enum.StrEnum):
     EMR_UNAVAILABLE = "emr_unavailable"
     EMR_TIMEOUT = "emr_timeout"
     EMR_OUTCOME_UNKNOWN = "emr_outcome_unknown"
+    EMR_CONTRACT_CHANGED = "emr_contract_changed"
+    EMR_WRITE_MISMATCH = "emr_write_mismatch"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     INTERNAL_ERROR = "internal_error"
 

@@ -1,12 +1,15 @@
-"""`emr-gateway locations add|list|set-credentials`: a clinic site, its EMR settings and (encrypted) credentials."""
+"""`emr-gateway locations add|list|set-credentials|verify`: a clinic site, its EMR settings and (encrypted)
+credentials, and read-only probes of the live account before it books."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
+import msgspec
 
 from gateway.commands import (
     CommandError,
@@ -20,13 +23,17 @@ from gateway.commands import (
     open_store,
     read_secret_file,
 )
+from schemas.verify import VerifyReport
+
+if TYPE_CHECKING:
+    from gateway.emr import AnyAdapter
 
 CHECK_TIMEOUT_SECONDS = 30.0
 
 
 def register(sub: Subparsers) -> None:
     parser = sub.add_parser("locations", help="add or list locations")
-    actions = parser.add_subparsers(dest="locations_action", metavar="{add,list,set-credentials}", required=True)
+    actions = parser.add_subparsers(dest="locations_action", metavar="{add,list,set-credentials,verify}", required=True)
 
     add = actions.add_parser("add", help="add a location (credentials from a file or stdin)")
     add.add_argument("--emr", required=True, help="EMR slug, e.g. cliniko")
@@ -36,9 +43,18 @@ def register(sub: Subparsers) -> None:
         "--credentials-file", required=True, metavar="PATH", help="JSON credentials file, or - to read stdin"
     )
     add.add_argument("--time-zone", metavar="AREA/CITY", help="IANA zone; default: the EMR's first location's zone")
-    add.add_argument("--no-check", action="store_true", help="do not call the EMR to prove the credentials work")
+    add.add_argument(
+        "--no-check", action="store_true", help="do not call the EMR (skips `locations verify`'s read-only probes)"
+    )
     add_json_flag(add)
     add.set_defaults(handler=run_add)
+
+    verify = actions.add_parser(
+        "verify", help="read-only probes of the live EMR account: auth, catalog, lists, availability, a read"
+    )
+    verify.add_argument("location", metavar="LOCATION")
+    add_json_flag(verify)
+    verify.set_defaults(handler=run_verify)
 
     renew = actions.add_parser(
         "set-credentials", help="replace a location's credentials, e.g. a renewed Jane or SimplePractice session"
@@ -64,19 +80,20 @@ def _valid_zone(name: str) -> str:
     return name
 
 
-async def _check(emr: str, settings: bytes, credentials: bytes, time_zone: str | None) -> str:
-    """Proves the credentials against the EMR; returns the zone to store (the EMR's own unless one was given)."""
-    from adapters.errors import AdapterError
+def _adapter(emr: str, settings: bytes, credentials: bytes, time_zone: str, http: httpx.AsyncClient) -> AnyAdapter:
     from gateway.emr import build_adapter
+
+    return build_adapter(emr, settings, credentials, http=http, location_id="pending", time_zone=time_zone)
+
+
+async def _zone_of(emr: str, settings: bytes, credentials: bytes) -> str:
+    """The zone of the EMR's first location, for `add` without --time-zone."""
+    from adapters.errors import AdapterError
 
     try:
         async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_SECONDS) as http:
-            adapter = build_adapter(
-                emr, settings, credentials, http=http, location_id="pending", time_zone=time_zone or "UTC"
-            )
+            adapter = _adapter(emr, settings, credentials, "UTC", http)
             await adapter.check()
-            if time_zone:
-                return time_zone
             found = await adapter.list_locations()
     except AdapterError as exc:
         raise CommandError(f"EMR check failed ({type(exc).__name__}): {exc.message}") from None
@@ -86,6 +103,50 @@ async def _check(emr: str, settings: bytes, credentials: bytes, time_zone: str |
     if not zones:
         raise CommandError("the EMR reports no location with a time zone: pass --time-zone", 2)
     return zones[0]
+
+
+async def _verify(emr: str, settings: bytes, credentials: bytes, time_zone: str) -> VerifyReport:
+    """`EMRAdapter.verify()` against the live account; transport failures become a failed probe, not a crash."""
+    try:
+        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_SECONDS) as http:
+            return await _adapter(emr, settings, credentials, time_zone, http).verify()
+    except httpx.HTTPError as exc:
+        raise CommandError(f"EMR check failed: cannot reach the EMR ({type(exc).__name__})") from None
+
+
+def describe(report: VerifyReport) -> str:
+    """The report for people: one line per probe and per uncertain setting."""
+    where = f"location {report.location_id} " if report.location_id else ""
+    lines = [f"{where}({report.emr}): {'ok' if report.ok else 'FAILED'}"]
+    for probe in report.probes:
+        text = f"  {probe.status.value:<8} {probe.name}"
+        if probe.field_path:
+            text += f": the answer no longer decodes at {probe.field_path} ({probe.seen})"
+        elif probe.detail:
+            text += f": {probe.detail}"
+        lines.append(text)
+    if report.settings:
+        lines.append("settings the evidence marks uncertain:")
+    for check in report.settings:
+        verdict = {True: "agrees", False: "DISAGREES", None: "nothing to compare"}[check.agrees]
+        seen = check.observed if check.observed is not None else "nothing"
+        lines.append(f"  {check.setting}: configured {check.configured}, the account shows {seen} ({verdict})")
+        if check.source:
+            lines.append(f"    source: {check.source}")
+    return "\n".join(lines)
+
+
+def _adopted(settings: bytes, report: VerifyReport) -> tuple[bytes, list[str]]:
+    """Settings the operator left out that the account answers (SettingCheck.adopt), merged in."""
+    given = msgspec.json.decode(settings)
+    if not isinstance(given, dict):
+        return settings, []
+    adopted = []
+    for check in report.settings:
+        if check.adopt and check.observed is not None and check.setting not in given:
+            given[check.setting] = check.observed
+            adopted.append(f"{check.setting}={check.observed}")
+    return (msgspec.json.encode(given), adopted) if adopted else (settings, [])
 
 
 async def _add(args: argparse.Namespace) -> LocationView:
@@ -102,12 +163,25 @@ async def _add(args: argparse.Namespace) -> LocationView:
         raise CommandError(str(exc.args[0]) if exc.args else "unknown EMR", 2) from None
     except ConfigError as exc:
         raise CommandError(f"invalid {exc}", 2) from None
+    report = None
     if args.no_check:
         if not args.time_zone:
             raise CommandError("--time-zone is required with --no-check (it is otherwise read from the EMR)", 2)
         time_zone = args.time_zone
     else:
-        time_zone = _valid_zone(await _check(args.emr, settings, credentials, args.time_zone))
+        time_zone = args.time_zone or _valid_zone(await _zone_of(args.emr, settings, credentials))
+        report = await _verify(args.emr, settings, credentials, time_zone)
+        if not report.ok:
+            raise CommandError(
+                "EMR check failed: the account did not pass `locations verify` (nothing was stored):\n"
+                + describe(report)
+            )
+        settings, adopted = _adopted(settings, report)
+        if adopted:
+            try:
+                decode_settings(args.emr, settings, credentials)
+            except ConfigError as exc:
+                raise CommandError(f"the account suggested an invalid setting: {exc}") from None
     store = await open_store(database_url(), load_keyring())
     try:
         record = await store.create_location(
@@ -154,7 +228,11 @@ async def _set_credentials(args: argparse.Namespace) -> LocationView:
         except ConfigError as exc:
             raise CommandError(f"invalid {exc}", 2) from None
         if not args.no_check:
-            await _check(record.emr, record.settings_json, credentials, record.time_zone)
+            report = await _verify(record.emr, record.settings_json, credentials, record.time_zone)
+            if not report.ok:
+                raise CommandError(
+                    "EMR check failed: the new credentials did not pass `locations verify`:\n" + describe(report)
+                )
         await store.set_credentials(record.id, credentials)
         await store.audit(location_id=record.id, actor=actor(), action="location.credentials", target=record.id)
     finally:
@@ -166,3 +244,46 @@ def run_set_credentials(args: argparse.Namespace) -> int:
     view = asyncio.run(_set_credentials(args))
     emit(args, view, f"{view.id}  credentials replaced (running gateways pick them up within 30 s)")
     return 0
+
+
+async def _verify_location(location_id: str) -> VerifyReport:
+    from adapters.errors import ContractChanged
+    from gateway import emr_contract
+    from gateway.config import load_config
+    from gateway.emr import EMRPacing, build_adapter
+
+    store = await open_store(database_url(), load_keyring())
+    try:
+        record = await store.get_location(location_id)
+        if record is None:
+            raise CommandError(f"no location {location_id}", 2)
+        credentials = await store.get_credentials(record.id)
+        try:
+            async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_SECONDS) as http:
+                adapter = build_adapter(
+                    record.emr,
+                    record.settings_json,
+                    credentials,
+                    http=http,
+                    location_id=record.id,
+                    time_zone=record.time_zone,
+                    store=store,
+                    pacing=EMRPacing.for_config(load_config(), store),  # the clinic's budget, shared with serve
+                )
+                report = await adapter.verify()
+        except httpx.HTTPError as exc:
+            raise CommandError(f"cannot reach the EMR ({type(exc).__name__})") from None
+        for probe in report.probes:
+            if probe.field_path:  # health shows it too, on every replica
+                seen = ContractChanged("", path=probe.field_path, problem=probe.seen or "unreadable")
+                await emr_contract.note(store, record.id, seen, emr=record.emr)
+        await store.audit(location_id=record.id, actor=actor(), action="location.verify", target=record.id)
+        return msgspec.structs.replace(report, location_id=record.id)
+    finally:
+        await store.close()
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    report = asyncio.run(_verify_location(args.location))
+    emit(args, report, describe(report))
+    return 0 if report.ok else 1
