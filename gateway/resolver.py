@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from adapters.base import Capability
@@ -96,9 +96,17 @@ def _best_match(candidates: list[Patient], ref: PatientRef, phone: str | None) -
 
 
 async def lookup_or_create_patient(
-    adapter: AnyAdapter, ref: PatientRef, time_zone: str, *, field: str = "patient", create: bool = True
+    adapter: AnyAdapter,
+    ref: PatientRef,
+    time_zone: str,
+    *,
+    field: str = "patient",
+    create: bool = True,
+    before_create: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[Patient, bool]:
-    """An id is used as given (the EMR rejects a wrong one); details are looked up, then created if absent."""
+    """An id is used as given (the EMR rejects a wrong one); details are looked up, then created if absent.
+    `before_create` runs just before a patient would be created, so a booking's own checks can refuse first: a
+    rejected booking must not leave a new chart behind in the clinic's EMR."""
     if ref.id:
         return await adapter.get_patient(ref.id), False
     phone = to_e164(ref.phone, time_zone, field=f"{field}.phone") if ref.phone else None
@@ -131,6 +139,8 @@ async def lookup_or_create_patient(
             f"no patient matches {field}; first_name and last_name are needed to create one",
             errors=[FieldError(field=field, message="first_name and last_name required to create")],
         )
+    if before_create is not None:
+        await before_create()
     new = NewPatient(
         first_name=ref.first_name,
         last_name=ref.last_name,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.common import Model, Out
+from schemas.common import LocalDateTime, Model, Out, ZoneName
 from schemas.refs import PatientRef, PractitionerRef, ServiceRef
 
 Notes = Annotated[str, msgspec.Meta(max_length=4000)]
@@ -60,6 +60,9 @@ class Appointment(Out):
     emr: str = ""
     emr_location_id: str | None = None
     replaces_id: str | None = None
+    # The gateway operation that booked it, where the EMR keeps the gateway's marker in its notes: a caller told
+    # `504 emr_outcome_unknown` with an `operation_id` recognises the appointment that operation made.
+    operation_id: str | None = None
 
 
 class BookAppointment(Model):
@@ -68,18 +71,18 @@ class BookAppointment(Model):
     practitioner: PractitionerRef
     service: ServiceRef
     patient: PatientRef
-    start: datetime
-    end: datetime | None = None
-    time_zone: str | None = None
+    start: LocalDateTime
+    end: LocalDateTime | None = None
+    time_zone: ZoneName | None = None
     notes: Notes | None = None
 
 
 class RescheduleAppointment(Model):
     """Body of PATCH /v1/appointments/{id}: a new start (and end) and/or new notes."""
 
-    start: datetime | None = None
-    end: datetime | None = None
-    time_zone: str | None = None
+    start: LocalDateTime | None = None
+    end: LocalDateTime | None = None
+    time_zone: ZoneName | None = None
     practitioner: PractitionerRef | None = None
     notes: Notes | None = None
 

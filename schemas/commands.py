@@ -15,6 +15,9 @@ class BookCommand(Out):
     start: datetime
     end: datetime | None = None
     notes: str | None = None
+    # The gateway's operation this booking belongs to: written as a marker where the EMR keeps free text on an
+    # appointment, so a create whose answer was lost is recognised as this one and no other.
+    operation_id: str | None = None
 
 
 class RescheduleCommand(Out):

@@ -1,4 +1,4 @@
-"""Intents to adapter calls: the same resolver, time rules and booking path (`book_in`) as /v1, for every EMR."""
+"""Intents to adapter calls: the same use cases (`gateway.usecases`) as /v1, for every EMR."""
 
 from __future__ import annotations
 
@@ -23,13 +23,15 @@ from gateway.compat.intents import (
 )
 from gateway.errors import NotFoundError, UnknownService, ValidationFailed
 from gateway.resolver import lookup_or_create_patient, norm, resolve_practitioner, resolve_service
-from gateway.routes.appointments import book_in
-from gateway.routes.context import LocationScope
 from gateway.times import now_utc, to_instant, zone
-from schemas.appointments import Appointment, AppointmentStatus, BookAppointment
+from gateway.usecases import appointments, operations
+from gateway.usecases.appointments import Booking, Move
+from gateway.usecases.operations import ExternalLink
+from gateway.usecases.scope import LocationScope
+from schemas.appointments import Appointment, AppointmentStatus
 from schemas.availability import Slot
 from schemas.catalog import Practitioner, Service
-from schemas.commands import AppointmentQuery, AvailabilityQuery, CancelCommand, RescheduleCommand
+from schemas.commands import AppointmentQuery, AvailabilityQuery
 from schemas.common import Out
 from schemas.patients import Patient, PatientQuery
 from schemas.problems import FieldError
@@ -105,13 +107,12 @@ async def _book(scope: LocationScope, intent: BookIntent) -> Outcome:
             if existing is not None and existing.status is AppointmentStatus.BOOKED and existing.start == start:
                 # A retried webhook: the appointment it asked for is already there.
                 return Outcome(time_zone=scope.time_zone, catalog=catalog, appointment=existing, replayed=True)
-    appointment = await book_in(scope, booking, end_is_hint=True)
-    if intent.external_id is not None:
-        await store.link_appointment(scope.location_id, LINK_SOURCE, intent.external_id, appointment.id)
+    link = ExternalLink(source=LINK_SOURCE, external_id=intent.external_id) if intent.external_id else None
+    appointment = await appointments.book(scope, msgspec.structs.replace(booking, end_is_hint=True, link=link))
     return Outcome(time_zone=scope.time_zone, catalog=catalog, appointment=appointment)
 
 
-async def _provisional(scope: LocationScope, catalog: Catalog, booking: BookAppointment, tz: str) -> ProvisionalContext:
+async def _provisional(scope: LocationScope, catalog: Catalog, booking: Booking, tz: str) -> ProvisionalContext:
     """Jane's createAppt: everything is resolved and the slot checked, nothing is written to the EMR."""
     practitioner = resolve_practitioner(catalog, booking.practitioner)
     service = service_of(catalog, booking.service)
@@ -143,6 +144,9 @@ async def appointment_id_of(scope: LocationScope, target: Target) -> str:
     """A linked external id first (GoHighLevel's), else the EMR's own id; or the patient's next booked one."""
     if target.ref is not None:
         linked = await scope.runtime.store.find_link(scope.location_id, LINK_SOURCE, target.ref)
+        if linked is None:  # a booking for this id still being settled (its answer was lost): settle it now
+            link = ExternalLink(source=LINK_SOURCE, external_id=target.ref)
+            linked = await operations.find_linked(scope.runtime, scope.adapter, scope.principal.location, link)
         return linked or target.ref
     if target.patient is None:
         raise ValidationFailed("which appointment?", errors=[FieldError(field="appointment_id", message="required")])
@@ -188,23 +192,18 @@ async def _reschedule(scope: LocationScope, intent: RescheduleIntent) -> Outcome
     end = _instant(intent.end, tz, "end") if intent.end else None
     if end is not None and end <= start:
         raise ValidationFailed("end must be after start", errors=[FieldError(field="end", message="not after start")])
-    practitioner_id = resolve_practitioner(catalog, intent.practitioner).id if intent.practitioner else None
     appointment_id = await appointment_id_of(scope, intent.target)
-    command = RescheduleCommand(appointment_id=appointment_id, start=start, end=end, practitioner_id=practitioner_id)
-    moved = await scope.reschedule(command, end_is_hint=True)
-    ref = intent.target.ref
-    if ref is not None and ref != appointment_id and moved.id != appointment_id:
-        # EMRs that replace the appointment on a move (Jane) get a new id: the external id follows it.
-        await scope.runtime.store.link_appointment(scope.location_id, LINK_SOURCE, ref, moved.id)
+    move = Move(appointment_id=appointment_id, start=start, end=end, practitioner=intent.practitioner, end_is_hint=True)
+    # An EMR that replaces the appointment on a move gives a new id: the alias it records moves the link along.
+    moved = await appointments.reschedule(scope, move)
     return Outcome(time_zone=scope.time_zone, catalog=catalog, appointment=moved)
 
 
 async def _cancel(scope: LocationScope, intent: CancelIntent) -> Outcome:
     catalog = await scope.catalog()
-    command = CancelCommand(
-        appointment_id=await appointment_id_of(scope, intent.target), reason=intent.reason, note=intent.note
-    )
-    return Outcome(time_zone=scope.time_zone, catalog=catalog, appointment=await scope.cancel(command))
+    appointment_id = await appointment_id_of(scope, intent.target)
+    cancelled = await appointments.cancel(scope, appointment_id, intent.reason, intent.note)
+    return Outcome(time_zone=scope.time_zone, catalog=catalog, appointment=cancelled)
 
 
 def _practitioners(catalog: Catalog, intent: AvailabilityIntent, service: Service) -> list[Practitioner]:

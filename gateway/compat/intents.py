@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from schemas.appointments import BookAppointment, CancelReason
+from gateway.usecases.appointments import Booking
+from schemas.appointments import CancelReason
 from schemas.common import Out
 from schemas.refs import PatientRef, PractitionerRef, ServiceRef
 
@@ -25,7 +26,7 @@ class Target(Out):
 
 
 class BookIntent(Out):
-    booking: BookAppointment
+    booking: Booking
     external_id: str | None = None
     location: LocationRef | None = None
     provisional: bool = False  # validate and resolve everything, write nothing (Jane's createAppt)

@@ -30,7 +30,8 @@ from gateway.compat.intents import (
 )
 from gateway.errors import ValidationFailed
 from gateway.ghl.references import practitioner_ref, service_ref
-from schemas.appointments import BookAppointment, CancelReason
+from gateway.usecases.appointments import Booking
+from schemas.appointments import CancelReason
 from schemas.problems import FieldError
 from schemas.refs import PatientRef, PractitionerRef, ServiceRef
 
@@ -145,7 +146,7 @@ def book(body: BookBody) -> BookIntent:
         phone=first(body.phone, body.patientMobile),
         date_of_birth=birth_date(first(body.date_of_birth, body.patientDOB), "patientDOB"),
     )
-    booking = BookAppointment(
+    booking = Booking(
         practitioner=_require(practitioner, "customData.staff_member", "the practitioner (e-mail or name)"),
         service=_require(service, "customData.treatment_name", "the service (name or code)"),
         patient=patient,
@@ -250,7 +251,7 @@ def jane_book(body: JaneAppointmentBody, *, provisional: bool = False) -> BookIn
     )
     start = when(first(ctx.start_at if ctx else None, body.start_at), "start_at")
     end = when(first(ctx.end_at if ctx else None, body.end_at), "end_at")
-    booking = BookAppointment(
+    booking = Booking(
         practitioner=_require(
             practitioner, "staff_member_id", "the practitioner (staff_member_id or staff_member_name)"
         ),

@@ -13,10 +13,11 @@ from litestar.datastructures import State
 from gateway.errors import NotFoundError, ValidationFailed
 from gateway.ghl.idempotency import book_key, cancel_key, reschedule_prefix, run_ghl
 from gateway.resolver import resolve_practitioner
-from gateway.routes.appointments import book_in
-from gateway.routes.context import LocationScope
-from schemas.appointments import AppointmentStatus, BookAppointment, CancelReason
-from schemas.commands import CancelCommand, RescheduleCommand
+from gateway.usecases import appointments, operations
+from gateway.usecases.appointments import Booking, Move
+from gateway.usecases.operations import ExternalLink
+from gateway.usecases.scope import LocationScope
+from schemas.appointments import AppointmentStatus, CancelReason
 from schemas.problems import FieldError
 from schemas.refs import PatientRef, PractitionerRef, ServiceRef
 
@@ -56,6 +57,10 @@ def require(value: str | None, field: str, hint: str = "") -> str:
 async def linked_emr_id(scope: LocationScope, ghl_id: str) -> str:
     emr_id = await scope.runtime.store.find_link(scope.location_id, SOURCE, ghl_id)
     if emr_id is None:
+        # A booking for this id whose answer was lost (or whose process crashed) is settled now, then linked.
+        link = ExternalLink(source=SOURCE, external_id=ghl_id)
+        emr_id = await operations.find_linked(scope.runtime, scope.adapter, scope.principal.location, link)
+    if emr_id is None:
         raise NotFoundError(
             f"no EMR appointment is linked to GHL appointment {ghl_id} at this location "
             "(it was not booked through the gateway's GHL routes)"
@@ -72,7 +77,7 @@ async def book(request: Request[Any, Any, State], scope: LocationScope, req: Boo
             current = await scope.get_appointment(existing)
             if current.status != AppointmentStatus.CANCELLED:
                 return Response(current, status_code=200)  # booked before (beyond the replay window): never twice
-        data = BookAppointment(
+        booking = Booking(
             practitioner=req.practitioner,
             service=req.service,
             patient=req.patient,
@@ -80,9 +85,10 @@ async def book(request: Request[Any, Any, State], scope: LocationScope, req: Boo
             end=req.end,
             time_zone=req.time_zone,
             notes=(req.notes or None) and req.notes[:NOTES_MAX],
+            end_is_hint=True,
+            link=ExternalLink(source=SOURCE, external_id=req.ghl_id),
         )
-        appointment = await book_in(scope, data, end_is_hint=True)
-        await store.link_appointment(scope.location_id, SOURCE, req.ghl_id, appointment.id)
+        appointment = await appointments.book(scope, booking)  # links the GHL id once the booking exists
         return Response(appointment, status_code=201)
 
     intent = Intent(
@@ -116,7 +122,6 @@ async def reschedule(
     if end is not None and end <= start:
         end = None  # GHL sometimes sends endTime == startTime: keep the appointment's length instead
     emr_id = await linked_emr_id(scope, ghl_id)
-    store = scope.runtime.store
 
     async def work() -> Response[Any]:
         practitioner_id = None
@@ -126,11 +131,15 @@ async def reschedule(
         unchanged = current.start == start and (end is None or current.end == end)
         if unchanged and practitioner_id in (None, current.practitioner_id):
             return Response(current, status_code=200)
-        command = RescheduleCommand(appointment_id=emr_id, start=start, end=end, practitioner_id=practitioner_id)
-        moved = await scope.reschedule(command, end_is_hint=True)
-        if moved.id != emr_id:  # an EMR that reschedules by rebooking: follow the new id
-            await store.link_appointment(scope.location_id, SOURCE, ghl_id, moved.id)
-        return Response(moved, status_code=200)
+        move = Move(
+            appointment_id=emr_id,
+            start=start,
+            end=end,
+            practitioner=PractitionerRef(id=practitioner_id) if practitioner_id else None,
+            end_is_hint=True,
+        )
+        # An EMR that reschedules by rebooking gives a new id: the alias it records moves the GHL link along.
+        return Response(await appointments.reschedule(scope, move), status_code=200)
 
     stamp = f"{start.isoformat()}/{end.isoformat() if end else ''}"
     key = reschedule_prefix(ghl_id) + stamp
@@ -163,9 +172,7 @@ async def cancel(
         current = await scope.get_appointment(emr_id)
         if current.status == AppointmentStatus.CANCELLED:
             return Response(current, status_code=200)
-        return Response(
-            await scope.cancel(CancelCommand(appointment_id=emr_id, reason=reason)), status_code=200
-        )
+        return Response(await appointments.cancel(scope, emr_id, reason), status_code=200)
 
     intent = Intent(action="cancel", ghl_id=ghl_id)
     return await run_ghl(

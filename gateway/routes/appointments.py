@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, patch, post
@@ -10,16 +9,14 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from adapters.base import Capability
 from gateway.auth import runtime_of
-from gateway.errors import ValidationFailed
 from gateway.idempotency import run_idempotent
-from gateway.resolver import lookup_or_create_patient, resolve_practitioner, resolve_service
-from gateway.routes.context import LocationScope, scope_for
 from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal
-from gateway.sync.immediate import notify_gateway_write
-from gateway.times import parse_bound, to_instant, zone
+from gateway.times import parse_bound, read_date_time
+from gateway.usecases import appointments
+from gateway.usecases.appointments import Booking, Move
+from gateway.usecases.scope import scope_for
 from schemas.appointments import (
     Appointment,
     AppointmentList,
@@ -27,9 +24,6 @@ from schemas.appointments import (
     CancelAppointment,
     RescheduleAppointment,
 )
-from schemas.commands import AppointmentQuery, BookCommand, CancelCommand, RescheduleCommand
-from schemas.problems import FieldError
-from schemas.webhooks import EventType
 
 IdemHeader = HeaderParameter(
     name="Idempotency-Key",
@@ -38,41 +32,16 @@ IdemHeader = HeaderParameter(
 )
 
 
-async def book_in(scope: LocationScope, data: BookAppointment, *, end_is_hint: bool = False) -> Appointment:
-    """Resolve every reference once, then hand the adapter ids and instants only.
-
-    `end_is_hint`: the end came from a calendar slot (GoHighLevel, ClinicSync), not from a caller choosing a length;
-    an EMR that fixes the length by service (no CUSTOM_DURATION) then books the service's length instead of refusing.
-    """
-    tz = data.time_zone or scope.time_zone
-    zone(tz)
-    start = to_instant(data.start, tz, field="start")
-    end = to_instant(data.end, tz, field="end") if data.end else None
-    if end is not None and end <= start:
-        raise ValidationFailed("end must be after start", errors=[FieldError(field="end", message="not after start")])
-    catalog = await scope.catalog()
-    practitioner = resolve_practitioner(catalog, data.practitioner)
-    service = resolve_service(catalog, data.service)
-    if end is not None and not scope.adapter.supports(Capability.CUSTOM_DURATION):
-        if end - start != timedelta(minutes=service.duration_minutes) and not end_is_hint:
-            raise ValidationFailed(
-                f"{scope.adapter.display_name} sets an appointment's length from its service "
-                f"({service.duration_minutes} min): omit end",
-                errors=[FieldError(field="end", message="this EMR books the service's length")],
-            )
-        end = None  # the EMR derives it; the answer carries the real end
-    patient, _ = await lookup_or_create_patient(scope.adapter, data.patient, scope.time_zone)
-    command = BookCommand(
-        patient_id=patient.id,
-        practitioner_id=practitioner.id,
-        service_id=service.id,
-        start=start,
-        end=end,
+def booking_of(data: BookAppointment) -> Booking:
+    return Booking(
+        practitioner=data.practitioner,
+        service=data.service,
+        patient=data.patient,
+        start=read_date_time(data.start, field="start"),
+        end=read_date_time(data.end, field="end") if data.end is not None else None,
+        time_zone=data.time_zone,
         notes=data.notes,
     )
-    booked = await scope.adapter.book(command)
-    await notify_gateway_write(scope.runtime, scope.principal.location, booked, EventType.APPOINTMENT_BOOKED)
-    return booked
 
 
 BOUND = "RFC 3339, or YYYY-MM-DD (the location's local day)"
@@ -95,7 +64,7 @@ class AppointmentsController(Controller):
         scope = await scope_for(runtime, principal)
 
         async def action() -> Response[Any]:
-            return Response(await book_in(scope, data), status_code=201)
+            return Response(await appointments.book(scope, booking_of(data)), status_code=201)
 
         return cast(Response[Appointment], await run_idempotent(request, principal, runtime, action))
 
@@ -117,26 +86,17 @@ class AppointmentsController(Controller):
     ) -> Response[Appointment]:
         runtime = runtime_of(request.app.state)
         scope = await scope_for(runtime, principal)
-        if data.start is None and data.end is None and data.notes is None and data.practitioner is None:
-            raise ValidationFailed("nothing to change: give start, end, practitioner or notes")
+        move = Move(
+            appointment_id=appointment_id,
+            start=read_date_time(data.start, field="start") if data.start is not None else None,
+            end=read_date_time(data.end, field="end") if data.end is not None else None,
+            time_zone=data.time_zone,
+            practitioner=data.practitioner,
+            notes=data.notes,
+        )
 
         async def action() -> Response[Any]:
-            tz = data.time_zone or scope.time_zone
-            start = to_instant(data.start, tz, field="start") if data.start else None
-            end = to_instant(data.end, tz, field="end") if data.end else None
-            if start and end and end <= start:
-                raise ValidationFailed(
-                    "end must be after start", errors=[FieldError(field="end", message="not after start")]
-                )
-            practitioner_id = None
-            if data.practitioner is not None:
-                practitioner_id = resolve_practitioner(await scope.catalog(), data.practitioner).id
-            command = RescheduleCommand(
-                appointment_id=appointment_id, start=start, end=end, practitioner_id=practitioner_id, notes=data.notes
-            )
-            moved = await scope.reschedule(command)
-            await notify_gateway_write(runtime, principal.location, moved, EventType.APPOINTMENT_RESCHEDULED)
-            return Response(moved, status_code=200)
+            return Response(await appointments.reschedule(scope, move), status_code=200)
 
         return cast(Response[Appointment], await run_idempotent(request, principal, runtime, action))
 
@@ -153,9 +113,7 @@ class AppointmentsController(Controller):
         scope = await scope_for(runtime, principal)
 
         async def action() -> Response[Any]:
-            command = CancelCommand(appointment_id=appointment_id, reason=data.reason, note=data.note)
-            cancelled = await scope.cancel(command)
-            await notify_gateway_write(runtime, principal.location, cancelled, EventType.APPOINTMENT_CANCELLED)
+            cancelled = await appointments.cancel(scope, appointment_id, data.reason, data.note)
             return Response(cancelled, status_code=200)
 
         return cast(Response[Appointment], await run_idempotent(request, principal, runtime, action))
@@ -170,10 +128,6 @@ class AppointmentsController(Controller):
         to: Annotated[str | None, QueryParameter(name="to", description=BOUND)] = None,
     ) -> AppointmentList:
         scope = await scope_for(runtime_of(request.app.state), principal)
-        query = AppointmentQuery(
-            patient_id=patient_id,
-            start_from=parse_bound(from_, scope.time_zone, field="from", end_of_day=False) if from_ else None,
-            start_to=parse_bound(to, scope.time_zone, field="to", end_of_day=True) if to else None,
-        )
-        items = await scope.adapter.list_appointments(query)
-        return AppointmentList(items=sorted(items, key=lambda a: a.start))
+        start_from = parse_bound(from_, scope.time_zone, field="from", end_of_day=False) if from_ else None
+        start_to = parse_bound(to, scope.time_zone, field="to", end_of_day=True) if to else None
+        return AppointmentList(items=await appointments.list_for_patient(scope, patient_id, start_from, start_to))

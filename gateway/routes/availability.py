@@ -14,10 +14,10 @@ from litestar.params import FromQuery, QueryParameter
 from gateway.auth import runtime_of
 from gateway.errors import ValidationFailed
 from gateway.resolver import resolve_practitioner, resolve_service
-from gateway.routes.context import LocationScope, scope_for
 from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal
 from gateway.times import now_utc, parse_bound
+from gateway.usecases.scope import LocationScope, scope_for
 from schemas.availability import Slot, SlotList
 from schemas.commands import AvailabilityQuery
 from schemas.common import Out

@@ -9,9 +9,9 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from gateway.auth import runtime_of
-from gateway.routes.context import scope_for
 from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal
+from gateway.usecases.scope import scope_for
 from schemas.catalog import LocationList, PractitionerList, ServiceList
 
 

@@ -18,10 +18,10 @@ from gateway.compat.bodies import Tolerant
 from gateway.compat.ghl_urls import GHL_PREFIX, token_routes
 from gateway.compat.table import CLINICSYNC_ROUTES, CompatRoute
 from gateway.errors import BadRequest, ValidationFailed
+from gateway.ghl.auth import token_principal
 from gateway.idempotency import run_idempotent
-from gateway.routes.context import scope_for
-from gateway.routes.ghl import token_principal
 from gateway.runtime import Principal
+from gateway.usecases.scope import scope_for
 from schemas.problems import FieldError
 
 # Kept out of the OpenAPI document: these shapes are ClinicSync's, documented in docs/clinicsync.md; /v1 is ours.

@@ -12,17 +12,18 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from gateway.auth import runtime_of
-from gateway.errors import BadRequest, TooManyRequests, Unauthorized, ValidationFailed
+from gateway.errors import BadRequest, Unauthorized, ValidationFailed
 from gateway.ghl import actions, workflow
+from gateway.ghl.auth import token_principal
 from gateway.ghl.payloads import MarketplaceEvent, WorkflowPayload
 from gateway.ghl.references import practitioner_ref
 from gateway.ghl.signatures import ED25519_HEADER, RSA_HEADER, verify
-from gateway.ghl.store import anchor_key, authenticate_token, location_for_ghl
+from gateway.ghl.store import anchor_key, location_for_ghl
 from gateway.ghl.times import parse_ghl_time
-from gateway.routes.context import LocationScope, scope_for
 from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal, Runtime
 from gateway.storage.records import LocationRecord
+from gateway.usecases.scope import LocationScope, scope_for
 from schemas.appointments import Appointment
 from schemas.problems import FieldError
 
@@ -35,23 +36,6 @@ class Ignored(msgspec.Struct, kw_only=True):
     ignored: bool = True
     type: str | None
     reason: str
-
-
-async def token_principal(request: Req, token: str) -> Principal:
-    # Problem bodies name the request path (`instance`); GHL shows them in workflow logs: show the template instead.
-    request.scope["path"] = request.scope["path"].replace(token, "{token}")
-    runtime = runtime_of(request.app.state)
-    record = await authenticate_token(runtime.store, token)
-    if record is None:
-        raise Unauthorized("the GHL path token is unknown or revoked (see `emr-gateway ghl-tokens list`)")
-    location = await runtime.store.get_location(record.location_id)
-    if location is None:
-        raise Unauthorized("the GHL path token's location no longer exists")
-    wait = await runtime.limiter.take(record.id)
-    if wait is not None:
-        raise TooManyRequests("too many requests for this GHL token", retry_after=wait)
-    request.scope["egw_location_id"] = location.id  # type: ignore[typeddict-unknown-key]
-    return Principal(key=await anchor_key(runtime.store, location.id), location=location)
 
 
 def _same_ghl_location(location: LocationRecord, body: WorkflowPayload) -> None:
@@ -147,6 +131,7 @@ async def _marketplace(request: Req, runtime: Runtime, event: MarketplaceEvent) 
     if appt is None or not appt.id:
         return ignored("the event carries no appointment id")
     request.scope["egw_location_id"] = location.id  # type: ignore[typeddict-unknown-key]
+    request.scope["egw_emr"] = location.emr  # type: ignore[typeddict-unknown-key]
     scope: LocationScope = await scope_for(
         runtime, Principal(key=await anchor_key(runtime.store, location.id), location=location)
     )

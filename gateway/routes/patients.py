@@ -15,9 +15,9 @@ from gateway.idempotency import run_idempotent
 from gateway.phones import to_e164
 from gateway.resolver import lookup_or_create_patient
 from gateway.routes.appointments import IdemHeader
-from gateway.routes.context import scope_for
 from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal
+from gateway.usecases.scope import scope_for
 from schemas.patients import CreatePatient, PatientList, PatientQuery, PatientResult
 from schemas.problems import FieldError
 from schemas.refs import PatientRef

@@ -1,4 +1,5 @@
-"""The transactional outbox: an event and its deliveries are written in the same transaction as the change itself."""
+"""The transactional outbox: an event and its deliveries are written in the same transaction as the change itself
+(storage only; `gateway.webhooks.outbox.publish_now` also wakes the in-process worker)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.storage.ids import new_id
-from gateway.storage.store import Store
 from gateway.storage.tables import deliveries, events, webhook_endpoints
-from gateway.webhooks import wakeup
 from schemas.webhooks import (
     AppointmentEventData,
     EndpointDisabledData,
@@ -107,11 +106,3 @@ async def publish(conn: AsyncConnection, event: WebhookEvent) -> int:
             ],
         )
     return len(targets)
-
-
-async def publish_now(store: Store, event: WebhookEvent) -> int:
-    """For callers with no transaction of their own (changes made through the gateway itself)."""
-    async with store.write() as conn:
-        queued = await publish(conn, event)
-    wakeup.notify()
-    return queued

@@ -12,9 +12,9 @@ from sqlalchemy import Row, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.storage.ids import new_id
+from gateway.storage.outbox import decode_event, new_event_id, publish
 from gateway.storage.store import Store, sealed_aad
 from gateway.storage.tables import deliveries, events, locations, webhook_endpoints
-from gateway.webhooks.outbox import decode_event, new_event_id, publish
 from schemas.webhooks import CreateWebhook, EndpointDisabledData, EventType, PayloadFormat, WebhookEvent
 
 PENDING = "pending"

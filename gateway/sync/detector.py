@@ -15,10 +15,10 @@ import msgspec
 from gateway.catalog import Catalog
 from gateway.emr import AnyAdapter
 from gateway.storage import sync as db
+from gateway.storage.outbox import new_event_id, publish
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
 from gateway.sync.snapshots import BuiltSnapshot, CatalogSource, build_snapshot, sha256_of, summarize
-from gateway.webhooks.outbox import new_event_id, publish
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.changes import ChangeSet
 from schemas.webhooks import AppointmentEventData, EventData, EventType, WebhookEvent

@@ -13,8 +13,8 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from gateway.config import GatewayConfig
+from gateway.storage.outbox import decode_event
 from gateway.storage.webhooks import RESPONSE_BODY_LIMIT, Claim, Outcome, WebhookStore
-from gateway.webhooks.outbox import decode_event
 from gateway.webhooks.signing import webhook_headers
 from gateway.webhooks.ssrf import IPNetwork, TargetRefused, check_target, parse_networks
 from schemas.webhooks import PayloadFormat
