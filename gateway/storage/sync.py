@@ -118,6 +118,17 @@ async def claim_due(store: Store, worker_id: str, now: datetime, lease_seconds: 
     return claimed
 
 
+async def renew(store: Store, location_id: str, worker_id: str, until: datetime) -> bool:
+    """Extends this worker's lease while its poll runs; False when the lease is no longer this worker's."""
+    async with store.write() as conn:
+        done = await conn.execute(
+            update(sync_state)
+            .where(sync_state.c.location_id == location_id, sync_state.c.lease_owner == worker_id)
+            .values(lease_until=until)
+        )
+    return done.rowcount == 1
+
+
 async def release(
     store: Store,
     location_id: str,

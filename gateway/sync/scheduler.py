@@ -10,16 +10,20 @@ a day. Locations whose EMR has no change feed are not polled (gateway writes sti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import weakref
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from adapters.base import Capability
-from adapters.errors import AdapterError, RateLimited
+from adapters.errors import AdapterError, ContractChanged, RateLimited
 from adapters.registry import get_adapter_class
+from gateway import emr_contract
 from gateway.catalog import Catalog
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, write_patience
 from gateway.emr import AnyAdapter, EMRPacing, build_adapter
 from gateway.logsafe import log_unexpected
 from gateway.storage import sync as db
@@ -65,6 +69,17 @@ def lazy_catalog(adapter: AnyAdapter) -> CatalogSource:
     return get
 
 
+_PACINGS: weakref.WeakKeyDictionary[Store, EMRPacing] = weakref.WeakKeyDictionary()
+
+
+def _pacing(config: GatewayConfig, store: Store) -> EMRPacing:
+    """One per store (a worker process has one): its batches of EMR tokens carry over from one poll to the next."""
+    pacing = _PACINGS.get(store)
+    if pacing is None:
+        pacing = _PACINGS[store] = EMRPacing.for_config(config, store)
+    return pacing
+
+
 def _pollable(location: LocationRecord) -> bool:
     try:
         return Capability.CHANGES_SINCE in get_adapter_class(location.emr).capabilities
@@ -95,6 +110,38 @@ async def poll_location(
         await db.release(store, location.id, worker_id, next_poll_at=later)
         return 0
     interval = poll_interval(config, location.emr)
+    heartbeat = asyncio.create_task(_keep_lease(store, location.id, worker_id, config.sync_lease_seconds))
+    try:
+        return await _poll(store, http, config, state, worker_id, location, interval, now)
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+
+
+async def _keep_lease(store: Store, location_id: str, worker_id: str, lease_seconds: float) -> None:
+    """Leases are short (a dead worker's locations are polled again within one lease) and renewed every third of
+    one while a poll runs, however long the EMR takes."""
+    while True:
+        await asyncio.sleep(lease_seconds / 3)
+        until = datetime.now(UTC) + timedelta(seconds=lease_seconds)
+        try:
+            if not await db.renew(store, location_id, worker_id, until):
+                return  # another worker has it now; the poll's final write will notice and roll back
+        except Exception as exc:  # a failed renewal must not kill the poll; the next one may succeed
+            log.warning("sync lease renewal failed", extra={"location_id": location_id, "error": type(exc).__name__})
+
+
+async def _poll(
+    store: Store,
+    http: httpx.AsyncClient,
+    config: GatewayConfig,
+    state: db.SyncState,
+    worker_id: str,
+    location: LocationRecord,
+    interval: float,
+    now: datetime,
+) -> int:
     try:
         adapter = build_adapter(
             location.emr,
@@ -104,7 +151,8 @@ async def poll_location(
             location_id=location.id,
             time_zone=location.time_zone,
             store=store,
-            pacing=EMRPacing.for_config(config, store),
+            pacing=_pacing(config, store),
+            write_patience_seconds=write_patience(config),
         )
         catalog = lazy_catalog(adapter)
         changes = await adapter.changes_since(state.cursor)
@@ -127,6 +175,8 @@ async def poll_location(
             log_unexpected(log, "sync failed", exc, location_id=location.id)
         else:
             log.warning("sync failed", extra={"location_id": location.id, "error": error, "retry_in": delay})
+            if isinstance(exc, ContractChanged):
+                await emr_contract.note(store, location.id, exc, emr=location.emr)
         await db.release(store, location.id, worker_id, next_poll_at=now + timedelta(seconds=delay), error=error)
         return 0
     await db.release(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import httpx
 import pytest
@@ -33,3 +34,22 @@ def emulator_appointment(h: Harness, client: httpx.Client, appointment_id: str) 
     assert got.status_code == 200, got.text
     body = got.json()
     return datetime.fromisoformat(body["start"]), body["status"] == "cancelled"
+
+
+_DATE = re.compile(r"\b(20\d\d)-(\d\d)-(\d\d)(?=T)")
+
+
+def future(text: str) -> str:
+    """ClinicSync's documented bodies carry dates now in the past, which the gateway refuses (more than a day ago):
+    every `YYYY-MM-DDT` moves to the next such month and day after tomorrow, keeping the time of day. The same date
+    always maps to the same new date, so a body and its expected instant stay in step."""
+
+    def moved(match: re.Match[str]) -> str:
+        month, day = int(match.group(2)), int(match.group(3))
+        floor = date.today() + timedelta(days=2)
+        year = floor.year
+        while date(year, month, day) < floor:
+            year += 1
+        return f"{year}-{month:02d}-{day:02d}"
+
+    return _DATE.sub(moved, text)

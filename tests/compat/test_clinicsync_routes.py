@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from adapters.emulation import Fault, FaultKind
 from gateway.compat.table import CLINICSYNC_ROUTES
-from tests.compat.conftest import emulator_appointment
+from tests.compat.conftest import emulator_appointment, future
 from tests.gateway.conftest import Harness
 
 BODIES = Path(__file__).parent / "bodies"
@@ -94,7 +96,7 @@ EMR_ID_PLACEHOLDERS = ("123456", "YOUR_EXTERNAL_APPT_ID")
 
 
 def _body(name: str, emr_id: str | None) -> dict[str, Any]:
-    text = (BODIES / name).read_text()
+    text = future((BODIES / name).read_text())
     for documented, seeded in SEEDED.items():
         text = text.replace(documented, seeded)
     for placeholder in EMR_ID_PLACEHOLDERS:
@@ -112,7 +114,7 @@ def _appointment_id(answer: dict[str, Any]) -> str:
 
 
 def _instant(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(future(text).replace("Z", "+00:00"))
 
 
 def test_every_documented_body_books_moves_and_cancels(emr_harness: Harness) -> None:
@@ -187,3 +189,23 @@ def test_the_table_covers_every_documented_path() -> None:
         "/ai_brain/rescheduleAppt",
     }  # fmt: skip
     assert {r.path for r in CLINICSYNC_ROUTES} == documented
+
+
+def test_concurrent_retries_of_one_ghl_booking_are_in_flight_not_slot_unavailable(harness: Harness) -> None:
+    """GHL fires its retry while the first call is still booking (a slow EMR): the retry is told the booking is in
+    flight (409 idempotency_in_flight), never slot_unavailable for the caller's own booking; one appointment."""
+    harness.emulator.faults.add(Fault(kind=FaultKind.LATENCY, method="POST", delay_ms=1200))
+    body = _body("jane_book.json", None)
+    with ThreadPoolExecutor(2) as pool, harness.client() as client:
+        first, second = pool.map(lambda _: client.post("/bookAppt", json=body), range(2))
+    answers = sorted([first, second], key=lambda r: r.status_code)
+    assert [r.status_code for r in answers] == [200, 409], [r.text for r in answers]
+    assert answers[1].json()["code"] == "idempotency_in_flight"
+    with harness.client() as client:
+        patient = answers[0].json()["appointment"]["patient_id"]
+        mine = client.get("/v1/appointments", params={"patient_id": patient}).json()["items"]
+        assert len([a for a in mine if a["status"] == "booked"]) == 1
+        # Once the first has finished, a retry is answered with the booking it made.
+        later = client.post("/bookAppt", json=body)
+        assert later.status_code == 200
+        assert later.json()["appointment"]["id"] == answers[0].json()["appointment"]["id"]

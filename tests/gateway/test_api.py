@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,16 +13,33 @@ import msgspec
 import pytest
 
 from adapters.emulation import Fault, FaultKind
-from tests.gateway.conftest import Harness
+from gateway.storage.store import Store
+from tests.gateway.conftest import Harness, run_sync
 
 TZ = "Australia/Melbourne"
+
+
+def _soon() -> date:
+    """A weekday well inside the booking horizon (at most two years ahead)."""
+    return date.today() + timedelta(days=60)
+
+
+def _spring_forward() -> date:
+    """Melbourne's next first Sunday of October (clocks go 02:00 -> 03:00), inside the horizon."""
+    year = date.today().year + (1 if date.today() >= date(date.today().year, 10, 1) else 0)
+    day = date(year, 10, 1)
+    return day + timedelta(days=(6 - day.weekday()) % 7)
+
+
+SOON = _soon().isoformat()
+SPRING_FORWARD = _spring_forward().isoformat()
 
 
 def day_ahead(days: int = 2) -> date:
     return datetime.now(ZoneInfo(TZ)).date() + timedelta(days=days)
 
 
-def booking(start: str, **over: Any) -> dict[str, Any]:
+def booking(start: object, **over: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "practitioner": {"email": "alice.nguyen@example.com"},
         "service": {"name": "Standard Consultation"},
@@ -34,10 +52,11 @@ def booking(start: str, **over: Any) -> dict[str, Any]:
 
 
 def emr(h: Harness, path: str, site: int = 0) -> Any:
-    """Read the emulator's own API, as Cliniko's web UI would show the clinic."""
+    """Read the emulator's own API, as Cliniko's web UI would show the clinic (cancelled records included)."""
     creds = msgspec.json.decode(h.emulator.location_config(h.emulator_url, site)[1])
     r = httpx.get(
         f"{h.emulator_url}/v1{path}",
+        params={"q[]": "cancelled_at:*"},
         auth=(creds["api_key"], ""),
         headers={"User-Agent": "tests (tests@example.com)", "Accept": "application/json"},
     )
@@ -161,17 +180,47 @@ def test_unauthenticated_and_revoked_keys_are_refused(harness: Harness) -> None:
         assert c.get("/v1/practitioners", headers={"x-api-key": "egw_live_nope"}).status_code == 401
 
 
+def test_a_key_revoked_elsewhere_stops_working_within_five_seconds(harness: Harness) -> None:
+    """Keys are authenticated from a per-process cache (no database read per request); a revocation made by another
+    process (the CLI, another replica) is seen within EGW_AUTH_CACHE_SECONDS (5)."""
+    key = harness.sites[1].api_key
+
+    async def revoke() -> int:
+        store = await Store.open(harness.database_url, harness.keyring)
+        try:
+            return await store.revoke_key(key[:17])
+        finally:
+            await store.close()
+
+    with harness.client(1) as c:
+        assert c.get("/v1/practitioners").status_code == 200  # now cached in the gateway
+        assert run_sync(revoke()) == 1
+        revoked_at = time.monotonic()
+        while (status := c.get("/v1/practitioners").status_code) == 200:
+            assert time.monotonic() - revoked_at < 5.5, "a revoked key still works after 5 s"
+            time.sleep(0.2)
+        assert status == 401
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        (booking("2031-01-01T10:00:00", practitioner={"email": "nobody@example.com"}), 422, "unknown_practitioner"),
-        (booking("2031-01-01T10:00:00", service={"name": "Massage"}), 422, "unknown_service"),
-        (booking("2031-01-01T10:00:00", practitioner={}), 422, "validation_failed"),
+        (booking(f"{SOON}T10:00:00", practitioner={"email": "nobody@example.com"}), 422, "unknown_practitioner"),
+        (booking(f"{SOON}T10:00:00", service={"name": "Massage"}), 422, "unknown_service"),
+        (booking(f"{SOON}T10:00:00", practitioner={}), 422, "validation_failed"),
         (booking("not a time"), 422, "validation_failed"),
-        (booking("2031-01-01T10:00:00", surprise=1), 422, "validation_failed"),
-        (booking("2031-01-01T10:00:00", time_zone="Mars/Olympus"), 422, "validation_failed"),
+        (booking(f"{SOON}T10:00:00", surprise=1), 422, "validation_failed"),
+        (booking(f"{SOON}T10:00:00", time_zone="Mars/Olympus"), 422, "validation_failed"),
         # 02:30 on the first Sunday of October does not exist in Melbourne (clocks go 02:00 -> 03:00).
-        (booking("2031-10-05T02:30:00"), 422, "validation_failed"),
+        (booking(f"{SPRING_FORWARD}T02:30:00"), 422, "validation_failed"),
+        # A number is never a time (it would be read as seconds since 1970); years far out of range are refused.
+        (booking(123), 422, "validation_failed"),
+        (booking("0001-01-01T00:00:00"), 422, "validation_failed"),
+        (booking("9999-12-31T23:59:59"), 422, "validation_failed"),
+        (booking("2020-01-01T10:00:00"), 422, "validation_failed"),  # years in the past
+        (booking(f"{SOON}T10:00:00", time_zone="localtime"), 422, "validation_failed"),  # the server's own zone
+        (booking(f"{SOON}T10:00:00", end=f"{SOON}T10:00:01"), 422, "validation_failed"),  # one second long
+        (booking(f"{SOON}T10:00:00", end=f"{int(SOON[:4]) + 10}{SOON[4:]}T10:00:00"), 422, "validation_failed"),
     ],
 )
 def test_bad_bookings_get_clear_problems(harness: Harness, body: dict[str, Any], status: int, code: str) -> None:
@@ -294,7 +343,7 @@ def test_per_key_rate_limit_answers_429_with_retry_after(harness: Harness) -> No
 @pytest.mark.gateway_config(max_body_bytes=2048)
 def test_oversized_body_is_refused_before_it_reaches_the_emr(harness: Harness) -> None:
     with harness.client() as c:
-        r = c.post("/v1/appointments", json=booking("2031-01-01T10:00:00", notes="x" * 4000))
+        r = c.post("/v1/appointments", json=booking(f"{SOON}T10:00:00", notes="x" * 4000))
     assert r.status_code == 413
     assert r.json()["code"] == "payload_too_large"
     assert active_appointments(harness) == 0
@@ -312,3 +361,62 @@ def test_location_health_shows_a_refused_emr_credential(harness: Harness) -> Non
         bad = c.get("/v1/health", params={"fresh": "true"}).json()
     assert bad["status"] == "emr_auth_failed"
     assert bad["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/availability", {"practitioner_email": "alice.nguyen@example.com", "service_name": "Standard Consultation",
+                              "from": "0001-01-01", "to": "0001-01-02"}),
+        ("/v1/availability", {"practitioner_email": "alice.nguyen@example.com", "service_name": "Standard Consultation",
+                              "from": "9999-12-30", "to": "9999-12-31"}),
+        ("/v1/appointments", {"patient_id": "1", "from": "0001-01-01T00:00:00Z"}),
+        ("/v1/appointments", {"patient_id": "1", "to": "9999-12-31T23:59:59"}),
+        ("/voice/bestSlot", {"treatment_name": "Standard Consultation", "start_date": "0001-01-01"}),
+        ("/voice/bestSlot", {"treatment_name": "Standard Consultation", "start_date": "9999-12-31"}),
+    ],
+)  # fmt: skip
+def test_years_out_of_range_are_422_not_500(harness: Harness, path: str, params: dict[str, str]) -> None:
+    with harness.client() as c:
+        r = c.get(path, params=params)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "validation_failed"
+
+
+def test_a_refused_booking_creates_no_patient(harness: Harness) -> None:
+    """The slot is taken: a booking for a new patient is refused before the patient is created in the EMR."""
+    start = f"{day_ahead()}T15:00:00"
+    with harness.client() as c:
+        assert c.post("/v1/appointments", json=booking(start)).status_code == 201
+        patients = len(harness.emulator.patients)  # type: ignore[attr-defined]
+        newcomer = {"email": "new.person@example.com", "first_name": "New", "last_name": "Person"}
+        r = c.post("/v1/appointments", json=booking(start, patient=newcomer))
+        assert r.status_code == 409, r.text
+        assert r.json()["code"] == "slot_unavailable"
+        assert len(harness.emulator.patients) == patients  # type: ignore[attr-defined]
+
+
+def test_an_emr_refusal_naming_the_patient_reaches_neither_the_caller_nor_the_log(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    quoting = "Jane Citizen (jane.citizen@example.com, +61 412 345 678) cannot be booked"
+    harness.emulator.faults.add(
+        Fault(kind=FaultKind.REJECT, method="POST", path_prefix="/v1/individual_appointments", message=quoting)
+    )
+    caplog.set_level("DEBUG")
+    with harness.client() as c:
+        r = c.post("/v1/appointments", json=booking(f"{day_ahead()}T16:00:00"))
+    assert r.status_code in (422, 502), r.text
+    for datum in ("Jane", "Citizen", "jane.citizen", "412 345"):
+        assert datum not in r.text
+        assert datum not in caplog.text
+
+
+def test_a_patient_given_by_id_is_not_read_first_and_an_unknown_one_is_refused(harness: Harness) -> None:
+    start = f"{day_ahead()}T13:00:00"
+    with harness.client() as c:
+        r = c.post("/v1/appointments", json=booking(start, patient={"id": "1234567890123456789"}))
+        assert r.status_code == 422, r.text
+        assert r.json()["code"] == "validation_failed"
+    assert active_appointments(harness) == 0
+    assert not any(e.path.startswith("/v1/patients/") for e in harness.emulator.exchanges)  # type: ignore[attr-defined]

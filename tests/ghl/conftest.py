@@ -46,6 +46,7 @@ def emr_appointment(h: Harness, appointment_id: str) -> Any:
     creds = msgspec.json.decode(h.emulator.location_config(h.emulator_url, 0)[1])
     r = httpx.get(
         f"{h.emulator_url}/v1/individual_appointments/{appointment_id}",
+        params={"q[]": "cancelled_at:*"},  # Cliniko hides cancelled records without it
         auth=(creds["api_key"], ""),
         headers={"User-Agent": "tests (tests@example.com)", "Accept": "application/json"},
     )

@@ -137,7 +137,9 @@ class Replicas:
         emulator_url: str,
         database_url: str,
         keyring: Keyring,
+        master_key: str = "",
     ) -> None:
+        self.master_key = master_key  # for a replica started later (after a crash) on the same database
         self.serves = serves
         self.worker = worker
         self.api_key = api_key
@@ -258,6 +260,7 @@ def running_replicas(
                 emulator_url=emulator_url,
                 database_url=database_url,
                 keyring=keyring,
+                master_key=master_key,
             )
             replicas.assert_running()
             yield replicas

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 
+from gateway.storage.outbox import decode_event
 from gateway.webhooks.formats import render
-from gateway.webhooks.outbox import decode_event
 from schemas.appointments import AppointmentStatus
 from schemas.patients import Patient
 from schemas.webhooks import AppointmentSummary, EventType, PatientSnapshot, PayloadFormat, WebhookEvent

@@ -147,6 +147,37 @@ def test_a_poll_that_dies_before_its_commit_leaves_nothing_and_the_next_one_emit
     clinic.close()
 
 
+def test_a_long_poll_renews_its_short_lease_and_a_dead_workers_lease_lapses_fast(harness: Harness) -> None:
+    """Leases are short so a crashed worker's locations are polled again within one lease; a live poll that takes
+    longer than its lease renews it, so nobody else polls that location meanwhile."""
+    sync, clinic = Sync(harness, sync_lease_seconds=0.6), ClinicScreens(harness)
+    sync.tick()
+    clinic.book(local(day_ahead(), 14))
+    here = harness.sites[0].location_id
+
+    async def slow_poll_and_a_thief(store: Store, http: httpx.AsyncClient) -> tuple[list[str], int, list[str]]:
+        [slow] = [s for s in await db.claim_due(store, "slow", datetime.now(UTC), 0.6, 10) if s.location_id == here]
+        harness.emulator.faults.add(Fault(kind=FaultKind.LATENCY, method="GET", delay_ms=700, count=2))
+        poll = asyncio.create_task(poll_location(store, http, sync.config, slow, "slow"))
+        await asyncio.sleep(1.0)  # well past the first lease
+        stolen = [s.location_id for s in await db.claim_due(store, "thief", datetime.now(UTC), 0.6, 10)]
+        published = await poll
+        # A worker that claims and dies: its lease lapses within one lease, and another worker polls the location.
+        dead = await db.claim_due(store, "dead", datetime.now(UTC) + timedelta(hours=2), 0.6, 10)
+        await asyncio.sleep(0.7)
+        revived = [
+            s.location_id for s in await db.claim_due(store, "next", datetime.now(UTC) + timedelta(hours=2), 0.6, 10)
+        ]
+        assert {s.location_id for s in dead} == {site.location_id for site in harness.sites}
+        return stolen, published, revived
+
+    stolen, published, revived = sync.run(slow_poll_and_a_thief)
+    assert here not in stolen
+    assert published == 2
+    assert here in revived
+    clinic.close()
+
+
 def test_the_emr_rate_limit_postpones_the_location_and_is_recorded(harness: Harness) -> None:
     sync = Sync(harness)
     sync.tick()

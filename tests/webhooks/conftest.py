@@ -13,8 +13,9 @@ from adapters.emulation import ServerThread
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.crypto import Keyring
+from gateway.storage.outbox import new_event_id
 from gateway.storage.store import Store
-from gateway.webhooks.outbox import new_event_id, publish_now
+from gateway.webhooks.outbox import publish_now
 from schemas.appointments import AppointmentStatus
 from schemas.webhooks import AppointmentEventData, AppointmentSummary, EventType, WebhookEvent
 from tests.gateway.conftest import Harness, _provision, run_sync, two_business_seed
