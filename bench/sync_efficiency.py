@@ -387,16 +387,14 @@ class JaneDriver(Driver):
                 )
             )
         )
-        booking = jane_wire.Booking(
-            id=hold.id,
-            location_id=self.location,
-            staff_member_id=staff,
-            start_at=plan.start,
-            end_at=end,
+        record = jane_wire.booking(
+            msgspec.Raw(msgspec.json.encode(hold)),
             treatment_id=self.treatment,
             patient_id=int(patient_id),
+            patient=msgspec.Raw(msgspec.json.encode(self.em.patients[int(patient_id)])),
+            notes=None,
         )
-        self.em.book(hold.id, msgspec.json.encode(jane_wire.BookRequest(appointment=booking, browser_tab_id=TAB)))
+        self.em.book(hold.id, msgspec.json.encode(jane_wire.BookRequest(appointment=record, browser_tab_id=TAB)))
         return str(hold.id)
 
     def edit_patient(self, patient_id: str, number: int) -> None:

@@ -639,10 +639,10 @@ async def _template_event(env: Env) -> bytes:
 
 async def _preload(env: Env, template: bytes, count: int) -> tuple[list[str], float, float]:
     """`count` copies of the template event (fresh ids) and their deliveries, written in ONE transaction through
-    gateway.webhooks.outbox.publish, so they all become due at once. Returns (ids, started, committed)."""
+    gateway.storage.outbox.publish, so they all become due at once. Returns (ids, started, committed)."""
     from gateway.crypto import Keyring
+    from gateway.storage.outbox import decode_event, new_event_id, publish
     from gateway.storage.store import Store
-    from gateway.webhooks.outbox import decode_event, new_event_id, publish
 
     event = decode_event(template)
     copies = [msgspec.structs.replace(event, id=new_event_id()) for _ in range(count)]

@@ -13,11 +13,19 @@ from gateway.storage.store import Store
 
 
 class AdapterPool:
-    def __init__(self, store: Store, http: httpx.AsyncClient, ttl_seconds: float, pacing: EMRPacing) -> None:
+    def __init__(
+        self,
+        store: Store,
+        http: httpx.AsyncClient,
+        ttl_seconds: float,
+        pacing: EMRPacing,
+        write_patience: float | None = None,
+    ) -> None:
         self.store = store
         self.http = http
         self.pacing = pacing
         self.ttl = ttl_seconds
+        self.write_patience = write_patience
         self._cache: dict[str, tuple[float, AnyAdapter]] = {}
         self._lock = asyncio.Lock()
 
@@ -40,6 +48,7 @@ class AdapterPool:
                 time_zone=location.time_zone,
                 store=self.store,
                 pacing=self.pacing,
+                write_patience_seconds=self.write_patience,
             )
             self._cache[location.id] = (now, adapter)
             return adapter

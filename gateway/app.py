@@ -15,11 +15,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from gateway.access_log import access_log_middleware
 from gateway.auth import provide_principal
+from gateway.body_guard import body_guard
 from gateway.config import GatewayConfig
 from gateway.crypto import Keyring
 from gateway.logging_setup import quiet_http_clients
 from gateway.metrics import Metrics
-from gateway.problems import EXCEPTION_HANDLERS
+from gateway.problems import EXCEPTION_HANDLERS, after_exception
 from gateway.routes.appointments import AppointmentsController
 from gateway.routes.availability import AvailabilityController
 from gateway.routes.catalog import CatalogController
@@ -99,8 +100,12 @@ def create_app(
         ],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        after_exception=[after_exception],
         lifespan=[lifespan],
-        middleware=[access_log_middleware(metrics_)],  # type: ignore[list-item]
+        middleware=[
+            access_log_middleware(metrics_),  # type: ignore[list-item]
+            body_guard(config.max_body_bytes, config.max_json_depth, config.body_read_timeout_seconds),  # type: ignore[list-item]
+        ],
         openapi_config=openapi_config(),
         request_max_body_size=config.max_body_bytes,
         logging_config=None,

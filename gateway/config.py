@@ -21,14 +21,27 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     adapter_ttl_seconds: float = 30.0
     emr_timeout_seconds: float = 20.0
     emr_connect_timeout_seconds: float = 5.0
+    # How long a write whose answer was lost is watched for before `504 emr_outcome_unknown` (None: twice the EMR
+    # timeout, long enough for an EMR that finishes late behind a load balancer).
+    write_patience_seconds: float | None = None
     max_body_bytes: int = 64 * 1024
+    max_json_depth: int = 32  # deeper bodies are refused with 400 before anything else runs
+    body_read_timeout_seconds: float = 10.0  # a body that does not arrive in time is refused with 408
     rate_limit_per_minute: int = 600
+    # How long a process trusts what it read about an API key or GHL token: a revocation reaches every replica
+    # within this (0: read the database on every request).
+    auth_cache_seconds: float = 5.0
     # Where per-API-key buckets live: "database" (shared by every replica), "memory" (this process), or "auto":
     # the database on PostgreSQL, memory on SQLite (one `serve` process; its database write lock is the bottleneck).
     rate_limit_store: str = "auto"
     # Overrides of the adapters' own `rate_limits` per EMR slug; budgets always live in the database.
     emr_rate_limits: dict[str, tuple[RateLimit, ...]] = msgspec.field(default_factory=dict)
     emr_budget_max_wait_seconds: float = 10.0  # longer than this and the request is refused with Retry-After
+    # -- what a booking's times may be (EGW_BOOKING_*, EGW_APPOINTMENT_*) --
+    booking_max_past_seconds: float = 86400.0
+    booking_max_ahead_days: float = 730.0
+    appointment_min_minutes: float = 5.0
+    appointment_max_minutes: float = 720.0
     idempotency_ttl_seconds: int = 48 * 3600
     idempotency_lock_seconds: int = 120
     # -- webhook delivery (EGW_WEBHOOK_*) --
@@ -48,9 +61,13 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     poll_seconds: float | None = None  # None: each EMR adapter's default_poll_seconds
     sync_tick_seconds: float = 5.0  # how often a worker looks for due locations
     sync_sweep_seconds: float = 86400.0
-    sync_lease_seconds: float = 300.0
+    sync_lease_seconds: float = 30.0  # renewed every third while a poll runs: a dead worker's leases lapse fast
     sync_batch_size: int = 20
     sync_max_backoff_seconds: float = 3600.0
+
+
+def write_patience(config: GatewayConfig) -> float:
+    return config.write_patience_seconds or 2 * config.emr_timeout_seconds
 
 
 def _num(env: Mapping[str, str], name: str, default: float) -> float:
@@ -134,8 +151,16 @@ def load_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
         adapter_ttl_seconds=_num(env, "EGW_ADAPTER_TTL_SECONDS", base.adapter_ttl_seconds),
         emr_timeout_seconds=_num(env, "EGW_EMR_TIMEOUT_SECONDS", base.emr_timeout_seconds),
         emr_connect_timeout_seconds=_num(env, "EGW_EMR_CONNECT_TIMEOUT_SECONDS", base.emr_connect_timeout_seconds),
+        write_patience_seconds=_num(env, "EGW_WRITE_PATIENCE_SECONDS", 0.0) or None,
         max_body_bytes=int(_num(env, "EGW_MAX_BODY_BYTES", base.max_body_bytes)),
+        max_json_depth=int(_num(env, "EGW_MAX_JSON_DEPTH", base.max_json_depth)),
+        body_read_timeout_seconds=_num(env, "EGW_BODY_READ_TIMEOUT_SECONDS", base.body_read_timeout_seconds),
+        booking_max_past_seconds=_num(env, "EGW_BOOKING_MAX_PAST_SECONDS", base.booking_max_past_seconds),
+        booking_max_ahead_days=_num(env, "EGW_BOOKING_MAX_AHEAD_DAYS", base.booking_max_ahead_days),
+        appointment_min_minutes=_num(env, "EGW_APPOINTMENT_MIN_MINUTES", base.appointment_min_minutes),
+        appointment_max_minutes=_num(env, "EGW_APPOINTMENT_MAX_MINUTES", base.appointment_max_minutes),
         rate_limit_per_minute=int(_num(env, "EGW_RATE_LIMIT_PER_MINUTE", base.rate_limit_per_minute)),
+        auth_cache_seconds=_num(env, "EGW_AUTH_CACHE_SECONDS", base.auth_cache_seconds),
         rate_limit_store=_choice(env, "EGW_RATE_LIMIT_STORE", base.rate_limit_store, RATE_LIMIT_STORES),
         emr_rate_limits=_emr_rate_limits(env, "EGW_EMR_RATE_LIMITS"),
         emr_budget_max_wait_seconds=_num(env, "EGW_EMR_BUDGET_MAX_WAIT_SECONDS", base.emr_budget_max_wait_seconds),

@@ -10,7 +10,7 @@ import httpx
 import msgspec
 
 from adapters.base import AdapterContext, EMRAdapter
-from adapters.pacing import Budget, RateLimit, paced_client
+from adapters.pacing import Budget, LeasedBudget, RateLimit, paced_client
 from adapters.registry import get_adapter_class
 from gateway.config import GatewayConfig
 from gateway.storage import pb_client_index
@@ -52,7 +52,10 @@ class EMRPacing:
 
     @classmethod
     def for_config(cls, config: GatewayConfig, store: Store) -> EMRPacing:
-        return cls(StoredBudget(store), config.emr_rate_limits, config.emr_budget_max_wait_seconds)
+        """Tokens come from the database's shared bucket in batches and are spent in this process: one database
+        write per batch, not per EMR call."""
+        budget = LeasedBudget(StoredBudget(store))
+        return cls(budget, config.emr_rate_limits, config.emr_budget_max_wait_seconds)
 
     def limits_for(self, cls: type[AnyAdapter]) -> tuple[RateLimit, ...]:
         return self.overrides.get(cls.slug, cls.rate_limits)
@@ -74,6 +77,7 @@ def build_adapter(
     time_zone: str,
     store: Store | None = None,
     pacing: EMRPacing | None = None,
+    write_patience_seconds: float | None = None,
 ) -> AnyAdapter:
     """With `store`, adapters that keep per-location state (Practice Better's client index) get the shared,
     storage-backed kind instead of their in-memory default."""
@@ -81,7 +85,10 @@ def build_adapter(
     settings, credentials = decode_settings(emr, settings_json, credentials_json)
     if pacing is not None:
         http = pacing.client(cls, credentials, http)
-    adapter = cls(settings, credentials, http, AdapterContext(location_id=location_id, time_zone=time_zone))
+    context = AdapterContext(location_id=location_id, time_zone=time_zone)
+    if write_patience_seconds is not None:
+        context.write_patience_seconds = write_patience_seconds
+    adapter = cls(settings, credentials, http, context)
     if store is not None:
         pb_client_index.attach(adapter, store, location_id)
     return adapter

@@ -16,6 +16,8 @@ from gateway.problems import from_adapter_error, problem_response
 from gateway.runtime import Principal, Runtime
 from gateway.storage.records import IdemInFlight, IdemMismatch, IdempotencyScope, IdemReplay
 from gateway.times import now_utc
+from gateway.usecases import unit
+from gateway.webhooks import wakeup
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -71,23 +73,30 @@ async def run_idempotent(
         raise IdempotencyInFlight("a request with this Idempotency-Key is still being processed; retry later")
     if isinstance(begun, IdemMismatch):
         raise IdempotencyMismatch("this Idempotency-Key was used with a different request body")
-    try:
-        response = await action()
-    except ae.OutcomeUnknown:
-        # Keep the lock: a retry within it gets 409, after it the adapter's overlap check guards a second write.
-        raise
-    except _TRANSIENT:
-        await runtime.store.idem_release(scope)
-        raise
-    except ae.AdapterError as exc:
-        # The EMR's rejection is the outcome: it replays like a success would.
-        response = problem_response(from_adapter_error(exc, request))
-    except GatewayError:
-        await runtime.store.idem_release(scope)
-        raise
-    except BaseException:
-        await runtime.store.idem_release(scope)
-        raise
+    # What the write records after the EMR answered (its operation, links, the snapshot job) commits together with
+    # the outcome below, in one transaction (`gateway.usecases.unit`).
+    with unit.collecting() as deferred:
+        try:
+            response = await action()
+        except ae.OutcomeUnknown:
+            # Keep the lock: a retry within it gets 409; after it, the operation's reconciler has the answer.
+            await unit.flush(runtime.store, deferred)
+            raise
+        except _TRANSIENT:
+            await unit.flush(runtime.store, deferred)
+            await runtime.store.idem_release(scope)
+            raise
+        except ae.AdapterError as exc:
+            # The EMR's rejection is the outcome: it replays like a success would.
+            response = problem_response(from_adapter_error(exc, request))
+        except GatewayError:
+            await unit.flush(runtime.store, deferred)
+            await runtime.store.idem_release(scope)
+            raise
+        except BaseException:
+            await unit.flush(runtime.store, deferred)
+            await runtime.store.idem_release(scope)
+            raise
     content = response.content
     body = content if isinstance(content, bytes) else msgspec.json.encode(content)
     await runtime.store.idem_complete(
@@ -96,5 +105,8 @@ async def run_idempotent(
         content_type=str(response.media_type or "application/json"),
         body=body,
         now=now_utc(),
+        also=deferred,
     )
+    if deferred:
+        wakeup.gateway_writes.notify()
     return response

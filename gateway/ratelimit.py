@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from adapters.pacing import Budget, LocalBudget, RateLimit
+from adapters.pacing import Budget, LeasedBudget, LocalBudget, RateLimit
 from gateway.config import GatewayConfig
 from gateway.storage.rate_buckets import StoredBudget
 from gateway.storage.store import Store
@@ -23,7 +23,8 @@ class ApiKeyLimiter:
 
     @classmethod
     def for_config(cls, config: GatewayConfig, store: Store) -> ApiKeyLimiter:
-        budget: Budget = StoredBudget(store) if uses_database(config, store) else LocalBudget()
+        # Shared: tokens are leased from the database's bucket in batches (no write per request); local: in memory.
+        budget: Budget = LeasedBudget(StoredBudget(store)) if uses_database(config, store) else LocalBudget()
         return cls(config.rate_limit_per_minute, budget)
 
     async def take(self, key_id: str) -> int | None:

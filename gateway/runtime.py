@@ -7,8 +7,9 @@ import msgspec
 
 from gateway.adapter_pool import AdapterPool
 from gateway.catalog import CatalogCache
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, write_patience
 from gateway.emr import EMRPacing
+from gateway.keycache import KeyCache
 from gateway.metrics import Metrics
 from gateway.ratelimit import ApiKeyLimiter
 from gateway.storage.records import ApiKeyRecord, LocationRecord
@@ -21,8 +22,12 @@ class Runtime:
         self.store = store
         self.http = http
         self.metrics = metrics
-        self.adapters = AdapterPool(store, http, config.adapter_ttl_seconds, EMRPacing.for_config(config, store))
+        self.adapters = AdapterPool(
+            store, http, config.adapter_ttl_seconds, EMRPacing.for_config(config, store), write_patience(config)
+        )
         self.catalogs = CatalogCache(config.catalog_ttl_seconds)
+        self.keys: KeyCache[tuple[ApiKeyRecord, LocationRecord]] = KeyCache(config.auth_cache_seconds)
+        self.tokens: KeyCache[tuple[ApiKeyRecord, LocationRecord, str]] = KeyCache(config.auth_cache_seconds)
         self.limiter = ApiKeyLimiter.for_config(config, store)
 
 

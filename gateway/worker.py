@@ -1,4 +1,5 @@
-"""The background worker: webhook delivery batches and, when present, the change-detection scheduler's ticks.
+"""The background worker: webhook delivery batches, the change-detection scheduler's ticks, and the reconciler
+that settles bookings whose answer was lost (or whose process died mid-booking).
 
 `serve` runs it in-process; `emr-gateway worker` runs it alone so API and workers scale apart. Any number of workers
 may share one PostgreSQL: each claims its own batch (SKIP LOCKED) under a lease.
@@ -19,8 +20,12 @@ import httpx
 
 from gateway.config import GatewayConfig
 from gateway.logsafe import log_unexpected
+from gateway.metrics import Metrics
+from gateway.runtime import Runtime
 from gateway.storage.store import Store
 from gateway.storage.webhooks import WebhookStore
+from gateway.sync.immediate import process_tick
+from gateway.usecases.operations import reconcile_tick
 from gateway.webhooks import wakeup
 from gateway.webhooks.delivery import deliver_batch
 
@@ -82,8 +87,32 @@ class Worker:
                 log_unexpected(log, "change-detection tick failed", exc)
             await self._sleep(stop, interval)
 
+    async def _reconciler(self, stop: asyncio.Event, runtime: Runtime) -> None:
+        interval = float(getattr(self.config, "sync_tick_seconds", self.config.webhook_poll_interval_seconds))
+        while not stop.is_set():
+            try:
+                if await reconcile_tick(runtime, self.worker_id):
+                    wakeup.gateway_writes.notify()
+            except Exception as exc:
+                log_unexpected(log, "reconciler tick failed", exc)
+            await self._sleep(stop, interval)
+
+    async def _gateway_writes(self, stop: asyncio.Event, runtime: Runtime) -> None:
+        """The snapshots and events of writes made through the gateway, built after their caller had the answer."""
+        while not stop.is_set():
+            try:
+                taken = await process_tick(runtime, self.worker_id)
+            except Exception as exc:
+                log_unexpected(log, "gateway-writes tick failed", exc)
+                taken = 0
+            if taken == 0:
+                await wakeup.gateway_writes.wait(stop, self.config.webhook_poll_interval_seconds)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Returns once `stop` is set and the current batch and tick have finished."""
+        runtime = Runtime(self.config, self.store, self.emr_http, Metrics())
         async with asyncio.TaskGroup() as group:
             group.create_task(self._deliveries(stop))
             group.create_task(self._scheduler(stop))
+            group.create_task(self._reconciler(stop, runtime))
+            group.create_task(self._gateway_writes(stop, runtime))

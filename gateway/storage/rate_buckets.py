@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from adapters.pacing import Grant, RateLimit
+from adapters.pacing import Batch, Grant, RateLimit
 from gateway.storage.store import Store
 
 _NOW = {
@@ -16,6 +16,7 @@ _NOW = {
     "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
 }
 _LEAST = {"postgresql": "LEAST", "sqlite": "MIN"}
+_WHOLE = {"postgresql": "FLOOR({})", "sqlite": "CAST({} AS INTEGER)"}  # of a value >= 0
 _GREATEST = {"postgresql": "GREATEST", "sqlite": "MAX"}
 
 
@@ -40,6 +41,33 @@ def _take_sql(backend: str) -> str:
     )
 
 
+def _batch_sql(backend: str) -> str:
+    """Up to :n whole tokens that are there now (never debt): a process spends them locally, one round trip per
+    batch instead of per request."""
+    refilled, now, least, greatest = _refilled(backend), _NOW[backend], _LEAST[backend], _GREATEST[backend]
+    taken = f"{least}(:n, {_WHOLE[backend].format(f'{greatest}({refilled}, 0)')})"
+    # Fixed fragments per dialect; every value is a bound parameter.
+    return (
+        "INSERT INTO rate_buckets (key, tokens, updated_at, granted, taken) "  # noqa: S608
+        f"VALUES (:key, :burst - {least}(:n, :burst), {now}, true, {least}(:n, :burst)) "
+        "ON CONFLICT (key) DO UPDATE SET "
+        f"tokens = {refilled} - {taken}, "
+        f"taken = {taken}, "
+        f"granted = ({taken} >= 1), "
+        f"updated_at = {greatest}(rate_buckets.updated_at, {now}) "
+        "RETURNING taken, tokens"
+    )
+
+
+def _give_back_sql(backend: str) -> str:
+    refilled, now, least, greatest = _refilled(backend), _NOW[backend], _LEAST[backend], _GREATEST[backend]
+    # Fixed fragments per dialect; every value is a bound parameter.
+    return (
+        f"UPDATE rate_buckets SET tokens = {least}(:burst, {refilled} + :n), "  # noqa: S608
+        f"updated_at = {greatest}(rate_buckets.updated_at, {now}) WHERE key = :key"
+    )
+
+
 def _penalize_sql(backend: str) -> str:
     refilled, now, least, greatest = _refilled(backend), _NOW[backend], _LEAST[backend], _GREATEST[backend]
     # Fixed fragments per dialect; every value is a bound parameter.
@@ -53,11 +81,14 @@ def _penalize_sql(backend: str) -> str:
 
 
 class StoredBudget:
-    """`adapters.pacing.Budget` kept in the gateway's database; also the per-API-key limiter (`max_wait=0`)."""
+    """`adapters.pacing.Budget` kept in the gateway's database (one upsert per decision), with batches for
+    `adapters.pacing.LeasedBudget`; also the per-API-key limiter's shared bucket (`max_wait=0`)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._take = text(_take_sql(store.backend))
+        self._batch = text(_batch_sql(store.backend))
+        self._give_back = text(_give_back_sql(store.backend))
         self._penalize = text(_penalize_sql(store.backend))
 
     async def reserve(self, key: str, limit: RateLimit, max_wait: float) -> Grant:
@@ -75,3 +106,15 @@ class StoredBudget:
         params["debt"] = -seconds * limit.per_second
         async with self.store.write() as conn:
             await conn.execute(self._penalize, params)
+
+    async def take_batch(self, key: str, limit: RateLimit, n: int) -> Batch:
+        params = {"key": key, "burst": float(limit.burst), "rate": limit.per_second, "n": float(n)}
+        async with self.store.write() as conn:
+            row = (await conn.execute(self._batch, params)).one()
+        taken, left = int(row.taken), float(row.tokens)
+        return Batch(taken=taken, wait=0.0 if taken else max(0.0, (1.0 - left) / limit.per_second))
+
+    async def give_back(self, key: str, limit: RateLimit, n: int) -> None:
+        params = {"key": key, "burst": float(limit.burst), "rate": limit.per_second, "n": float(n)}
+        async with self.store.write() as conn:
+            await conn.execute(self._give_back, params)

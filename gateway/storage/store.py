@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -370,11 +370,21 @@ class Store:
         raise RuntimeError("idempotency record kept changing under us")
 
     async def idem_complete(
-        self, scope: IdempotencyScope, *, status_code: int, content_type: str, body: bytes, now: datetime
+        self,
+        scope: IdempotencyScope,
+        *,
+        status_code: int,
+        content_type: str,
+        body: bytes,
+        now: datetime,
+        also: Sequence[Callable[[AsyncConnection], Awaitable[None]]] = (),
     ) -> None:
-        """Stores the outcome; it replays for the record's full TTL counted from now."""
+        """Stores the outcome; it replays for the record's full TTL counted from now. `also`: the request's other
+        writes, committed in the same transaction."""
         t = idempotency_records
         async with self.write() as conn:
+            for write in also:
+                await write(conn)
             row = (
                 await conn.execute(select(t.c.created_at, t.c.expires_at).where(_scope_clause(scope)).with_for_update())
             ).first()
@@ -407,6 +417,12 @@ class Store:
     # -- appointment links and audit ----------------------------------------------------------------------------------
 
     async def link_appointment(self, location_id: str, source: str, external_id: str, emr_appointment_id: str) -> None:
+        async with self.write() as conn:
+            await self.link_appointment_in(conn, location_id, source, external_id, emr_appointment_id)
+
+    async def link_appointment_in(
+        self, conn: AsyncConnection, location_id: str, source: str, external_id: str, emr_appointment_id: str
+    ) -> None:
         now = _utcnow()
         stmt = self._insert(appointment_links).values(
             location_id=location_id,
@@ -416,17 +432,16 @@ class Store:
             created_at=now,
             updated_at=now,
         )
-        async with self.write() as conn:
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[
-                        appointment_links.c.location_id,
-                        appointment_links.c.source,
-                        appointment_links.c.external_id,
-                    ],
-                    set_={"emr_appointment_id": emr_appointment_id, "updated_at": now},
-                )
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[
+                    appointment_links.c.location_id,
+                    appointment_links.c.source,
+                    appointment_links.c.external_id,
+                ],
+                set_={"emr_appointment_id": emr_appointment_id, "updated_at": now},
             )
+        )
 
     async def find_link(self, location_id: str, source: str, external_id: str) -> str | None:
         c = appointment_links.c

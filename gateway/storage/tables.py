@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 NAMING = {
@@ -302,4 +303,72 @@ rate_buckets = Table(
     Column("tokens", Float(precision=53), nullable=False),
     Column("updated_at", Float(precision=53), nullable=False),
     Column("granted", Boolean, nullable=False),
+    Column("taken", Float(precision=53), nullable=False, server_default="0"),  # the last batch handed out
+)
+
+# -- EMR contract changes (migration 0008) --
+# A response that no longer decoded: the field path and what was there instead (names and types, never a value),
+# per location, so `GET /v1/health` on any replica shows it.
+emr_contract_changes = Table(
+    "emr_contract_changes",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("path", String(300), nullable=False),
+    Column("problem", String(200), nullable=False),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    Column("count", Integer, nullable=False),
+    PrimaryKeyConstraint("location_id", "path"),
+)
+
+# -- Operations (migration 0009) --
+# A booking recorded before it is sent and settled after; `command` is the resolved BookCommand (ids and times, no
+# notes, no patient details). Open states: pending (a live request owns it until `lease_until`) and unknown (the
+# reconciler watches until `settle_by`).
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("request_key", String(64), nullable=False),
+    Column("command", LargeBinary, nullable=False),
+    Column("link_source", String(32), nullable=True),
+    Column("link_external_id", String(200), nullable=True),
+    Column("owner", String(120), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("next_check_at", UTCDateTime, nullable=True),
+    Column("checks", Integer, nullable=False),
+    Column("settle_by", UTCDateTime, nullable=False),
+    Column("superseded_by", String(40), nullable=True),
+    Column("appointment_id", String(200), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_operations_request", "location_id", "request_key", "state"),
+    Index("ix_operations_due", "state", "next_check_at"),
+    Index(
+        "uq_operations_pending",
+        "location_id",
+        "request_key",
+        unique=True,
+        sqlite_where=text("state = 'pending'"),
+        postgresql_where=text("state = 'pending'"),
+    ),
+)
+
+# -- Gateway writes awaiting their snapshot (migration 0011) --
+# A booking, move or cancel made through the gateway, recorded in the same transaction as its outcome; the worker
+# builds the patient snapshot (EMR reads) and publishes the events, then deletes the row.
+gateway_writes = Table(
+    "gateway_writes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("appointment", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("locked_until", UTCDateTime, nullable=True),
+    Column("locked_by", String(120), nullable=True),
+    Index("ix_gateway_writes_created_at", "created_at"),
 )

@@ -1,17 +1,24 @@
-"""Events for changes made through the gateway itself, emitted as the write returns instead of at the next poll.
+"""Events for changes made through the gateway itself: recorded with the write, built by the worker right after.
 
-It runs the poll's own detector on the one appointment, so the poll that later reads the same change from the EMR
-finds the stored state and digest already equal and emits nothing more. Costs two EMR reads (the patient and their
-appointments; the catalog comes from the request's cache). A failure here never fails the caller's write: the next
-poll emits whatever was missed.
+The caller does not wait for the patient snapshot (it costs EMR reads: the patient and their appointments): the
+write's transaction records a `gateway_writes` job (`job()`), and the worker (`process_tick`, woken on commit when it
+runs in the same process) runs the poll's own detector on the one appointment and publishes its events. The poll that
+later reads the same change from the EMR finds the stored state and digest already equal and emits nothing more.
+A job that fails is tried again; the next poll emits whatever was missed anyway.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.catalog import Catalog
 from gateway.runtime import Runtime
+from gateway.storage import gateway_writes
 from gateway.storage.records import LocationRecord
 from gateway.sync.detector import detect
 from gateway.times import now_utc
@@ -22,29 +29,60 @@ from schemas.webhooks import EventType
 
 log = logging.getLogger("gateway.sync")
 
+LEASE = timedelta(seconds=60)
+RETRY = timedelta(seconds=5)
+_APPOINTMENT = msgspec.json.Decoder(Appointment)
 
-async def notify_gateway_write(
-    runtime: Runtime, location: LocationRecord, appointment: Appointment, kind: EventType
-) -> None:
-    """`kind` is what the caller did; it decides the event only when the gateway has never seen the appointment."""
-    try:
-        adapter = await runtime.adapters.get(location)
 
-        async def catalog() -> Catalog:
-            return await runtime.catalogs.get(location.id, adapter)
+def job(
+    location: LocationRecord, appointment: Appointment, kind: EventType
+) -> Callable[[AsyncConnection], Awaitable[None]]:
+    """A deferred write (see `gateway.usecases.unit`) that records the job. `kind` is what the caller did; it
+    decides the event only when the gateway has never seen the appointment."""
+    payload = msgspec.json.encode(appointment)
 
-        await detect(
-            runtime.store,
-            adapter,
-            location,
-            ChangeSet(patients=[], appointments=[appointment], cursor=""),
-            catalog=catalog,
-            now=now_utc(),
-            hints={appointment.id: kind},
-        )
-        wakeup.notify()  # committed: an in-process worker sends it now, not at its next poll
-    except Exception as exc:  # the write succeeded; the next poll will publish what this could not
-        log.warning(
-            "immediate webhook event failed; the next poll will emit it",
-            extra={"location_id": location.id, "error": type(exc).__name__},
-        )
+    async def record(conn: AsyncConnection) -> None:
+        await gateway_writes.enqueue(conn, location.id, kind.value, payload, now_utc())
+
+    return record
+
+
+async def build_events(runtime: Runtime, location: LocationRecord, appointment: Appointment, kind: EventType) -> None:
+    adapter = await runtime.adapters.get(location)
+
+    async def catalog() -> Catalog:
+        return await runtime.catalogs.get(location.id, adapter)
+
+    await detect(
+        runtime.store,
+        adapter,
+        location,
+        ChangeSet(patients=[], appointments=[appointment], cursor=""),
+        catalog=catalog,
+        now=now_utc(),
+        hints={appointment.id: kind},
+    )
+
+
+async def process_tick(runtime: Runtime, worker_id: str, limit: int = 50) -> int:
+    """Builds the events of every waiting gateway write this worker can claim; returns how many it took."""
+    now = now_utc()
+    claimed = await gateway_writes.claim(runtime.store, worker_id, now, LEASE.total_seconds(), limit)
+    published = False
+    for write in claimed:
+        location = await runtime.store.get_location(write.location_id)
+        try:
+            if location is not None:
+                appointment = _APPOINTMENT.decode(write.appointment)
+                await build_events(runtime, location, appointment, EventType(write.kind))
+                published = True
+            await gateway_writes.done(runtime.store, write.id)
+        except Exception as exc:  # an EMR hiccup: try again shortly; the next poll would emit it anyway
+            log.warning(
+                "building a gateway write's events failed; will retry",
+                extra={"location_id": write.location_id, "error": type(exc).__name__},
+            )
+            await gateway_writes.release(runtime.store, write.id, worker_id, now_utc() + RETRY)
+    if published:
+        wakeup.notify()  # committed: an in-process delivery loop sends them now
+    return len(claimed)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from adapters.http import retry_after_seconds
-from adapters.pacing import Grant, RateLimit
+from adapters.pacing import Batch, Grant, LeasedBudget, RateLimit
 from gateway.crypto import Keyring
 from gateway.storage.rate_buckets import StoredBudget
 from gateway.storage.store import Store
@@ -70,3 +70,58 @@ async def test_a_429_holds_every_holder_of_the_budget(store: Store) -> None:
 def test_how_long_an_emr_429_pauses_the_account(headers: dict[str, str], expected: float) -> None:
     response = httpx.Response(429, headers=headers)
     assert retry_after_seconds(response, now=NOW) == pytest.approx(expected)
+
+
+class CountingBudget:
+    """The shared bucket with a count of the round trips each process makes to it."""
+
+    def __init__(self, inner: StoredBudget) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def reserve(self, key: str, limit: RateLimit, max_wait: float) -> Grant:
+        self.calls += 1
+        return await self.inner.reserve(key, limit, max_wait)
+
+    async def penalize(self, key: str, limit: RateLimit, seconds: float) -> None:
+        self.calls += 1
+        await self.inner.penalize(key, limit, seconds)
+
+    async def take_batch(self, key: str, limit: RateLimit, n: int) -> Batch:
+        self.calls += 1
+        return await self.inner.take_batch(key, limit, n)
+
+    async def give_back(self, key: str, limit: RateLimit, n: int) -> None:
+        self.calls += 1
+        await self.inner.give_back(key, limit, n)
+
+
+async def test_leased_batches_cost_one_round_trip_per_batch_and_never_exceed_the_bucket(
+    database_url: str, keyring: Keyring, store: Store
+) -> None:
+    """Four processes (separate engines) lease from one bucket: together they never spend more than it holds, and
+    each spends most of its tokens without a database write."""
+    others = [await Store.open(database_url, keyring) for _ in range(3)]
+    try:
+        shared = [CountingBudget(StoredBudget(s)) for s in (store, *others)]
+        processes = [LeasedBudget(c, batch_seconds=1000.0, hold_seconds=30.0) for c in shared]
+        limit = RateLimit(per_second=0.01, burst=400)  # batches of 10; no meaningful refill: 400 tokens in all
+        grants = await asyncio.gather(*(processes[i % 4].reserve("emr:x", limit, 0.0) for i in range(600)))
+    finally:
+        for other in others:
+            await other.close()
+    assert sum(g.granted for g in grants) <= 400
+    assert sum(g.granted for g in grants) >= 390  # what one process holds but nobody asked for is at most a batch
+    # 40 batches, then the refused: one round trip per process until its "empty" note lapses, not one per request.
+    assert sum(c.calls for c in shared) < 100
+
+
+async def test_unused_leased_tokens_go_back_to_the_bucket(store: Store) -> None:
+    shared = StoredBudget(store)
+    leased = LeasedBudget(shared, batch_seconds=250.0, hold_seconds=0.2)
+    limit = RateLimit(per_second=0.04, burst=20)  # batches of 10; refill negligible
+    assert (await leased.reserve("emr:y", limit, 0.0)).granted  # takes a batch of 10, spends 1
+    assert (await shared.take_batch("emr:y", limit, 20)).taken == 10  # the other 9 are held by the first process
+    await shared.give_back("emr:y", limit, 10)
+    await asyncio.sleep(0.4)  # the lease expires and the 9 go back
+    assert (await shared.take_batch("emr:y", limit, 20)).taken == 19

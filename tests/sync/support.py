@@ -12,11 +12,14 @@ import msgspec
 from sqlalchemy import select
 
 from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
+from gateway.runtime import Runtime
+from gateway.storage.outbox import decode_event
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
 from gateway.storage.tables import events
+from gateway.sync.immediate import process_tick
 from gateway.sync.scheduler import tick
-from gateway.webhooks.outbox import decode_event
 from schemas.webhooks import EventType, WebhookEvent
 from tests.gateway.conftest import Harness, run_sync
 from tests.limits import UNPACED
@@ -144,8 +147,23 @@ class Sync:
 
         return self.run(read)
 
+    def build_gateway_writes(self) -> int:
+        """What the worker does right after a write through the gateway: build its snapshot and publish its events
+        (the harness's gateway runs no worker, so tests do it here)."""
+
+        async def build(store: Store, http: httpx.AsyncClient) -> int:
+            runtime = Runtime(self.config, store, http, Metrics())
+            total = 0
+            while taken := await process_tick(runtime, "test-worker"):
+                total += taken
+            return total
+
+        return self.run(build)
+
     def new_events(self) -> list[WebhookEvent]:
-        """Events published since the last call."""
+        """Events published since the last call (after the gateway's own writes have been built, as the worker
+        does within a second of each write)."""
+        self.build_gateway_writes()
         found = self.events()
         fresh, self.seen = found[self.seen :], len(found)
         return fresh
