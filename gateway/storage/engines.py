@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, SingletonThreadPool
 
 from gateway.storage.urls import async_url, sync_url
 
@@ -42,6 +42,14 @@ def make_async_engine(url: str) -> AsyncEngine:
         _sqlite_setup(engine.sync_engine, always_immediate=False)
         return engine
     return create_async_engine(target, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def make_sqlite_writer_engine(url: str) -> Engine:
+    """The one connection a process's hot-path SQLite writes use, on one thread (see Store.run_write): every
+    transaction takes the write lock at BEGIN and runs start to finish on that thread."""
+    engine = create_engine(sync_url(url), hide_parameters=True, poolclass=SingletonThreadPool)
+    _sqlite_setup(engine, always_immediate=True)
+    return engine
 
 
 def make_sync_engine(url: str) -> Engine:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from gateway.storage.ids import new_id
 from gateway.storage.store import Store
@@ -21,12 +21,12 @@ class GatewayWrite(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
 
 
-async def enqueue(conn: AsyncConnection, location_id: str, kind: str, appointment: bytes, now: datetime) -> None:
-    await conn.execute(
-        gateway_writes.insert().values(
-            id=new_id("gw"), location_id=location_id, kind=kind, appointment=appointment, created_at=now
-        )
-    )
+_INSERT = gateway_writes.insert()
+
+
+def enqueue(conn: Connection, location_id: str, kind: str, appointment: bytes, now: datetime) -> None:
+    row = {"id": new_id("gw"), "location_id": location_id, "kind": kind, "appointment": appointment, "created_at": now}
+    conn.execute(_INSERT, {**row, "locked_until": None, "locked_by": None})
 
 
 async def claim(store: Store, worker_id: str, now: datetime, lease_seconds: float, limit: int) -> list[GatewayWrite]:

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import String, and_, bindparam, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.storage.store import Store
 from gateway.storage.tables import operations
@@ -67,74 +67,92 @@ class AlreadyPending(Exception):
     """Another live request is making the same booking right now."""
 
 
-async def begin(
-    store: Store,
-    *,
-    operation_id: str,
-    location_id: str,
-    request_key: str,
-    link: tuple[str, str] | None,
-    owner: str,
-    lease_until: datetime,
-    settle_by: datetime,
-    now: datetime,
-) -> None:
-    """Taken before anything is written; the command follows (`set_command`) once the patient is resolved."""
+class Fresh(msgspec.Struct, frozen=True, kw_only=True):
+    """A new operation to take (see `begin`)."""
+
+    operation_id: str
+    location_id: str
+    request_key: str
+    link: tuple[str, str] | None
+    owner: str
+    lease_until: datetime
+    settle_by: datetime
+    now: datetime
+    command: bytes = b""
+
+
+# Built once, run with parameters: constructing a statement per request costs more than running it.
+_INSERT = operations.insert()
+_PRIORS = (
+    select(operations)
+    .where(
+        operations.c.location_id == bindparam("location_id"),
+        operations.c.request_key == bindparam("request_key"),
+        operations.c.created_at >= bindparam("since"),
+    )
+    .order_by(operations.c.created_at.desc())
+)
+
+
+def _insert(conn: Connection, fresh: Fresh) -> None:
+    conn.execute(
+        _INSERT,
+        {
+            "id": fresh.operation_id,
+            "location_id": fresh.location_id,
+            "kind": "book",
+            "state": PENDING,
+            "request_key": fresh.request_key,
+            "command": fresh.command,
+            "link_source": fresh.link[0] if fresh.link else None,
+            "link_external_id": fresh.link[1] if fresh.link else None,
+            "owner": fresh.owner,
+            "lease_until": fresh.lease_until,
+            "next_check_at": None,
+            "checks": 0,
+            "settle_by": fresh.settle_by,
+            "superseded_by": None,
+            "appointment_id": None,
+            "created_at": fresh.now,
+            "updated_at": fresh.now,
+        },
+    )
+
+
+def _priors(conn: Connection, location_id: str, request_key: str, since: datetime) -> list[OperationRecord]:
+    rows = conn.execute(_PRIORS, {"location_id": location_id, "request_key": request_key, "since": since}).all()
+    return [_record(row) for row in rows]
+
+
+async def begin_unless_seen(store: Store, fresh: Fresh, since: datetime) -> list[OperationRecord]:
+    """One transaction for the common case: no earlier operation for this booking since `since`, so the new one is
+    taken (returns []); otherwise nothing is taken and the earlier ones come back for the caller to settle."""
+
+    def work(conn: Connection) -> list[OperationRecord]:
+        priors = _priors(conn, fresh.location_id, fresh.request_key, since)
+        if not priors:
+            _insert(conn, fresh)
+        return priors
+
     try:
-        await _insert(
-            store,
-            operation_id=operation_id,
-            location_id=location_id,
-            request_key=request_key,
-            link=link,
-            owner=owner,
-            lease_until=lease_until,
-            settle_by=settle_by,
-            now=now,
-        )
+        return await store.run_write(work)
     except IntegrityError:
-        raise AlreadyPending(request_key) from None
+        raise AlreadyPending(fresh.request_key) from None
 
 
-async def _insert(
-    store: Store,
-    *,
-    operation_id: str,
-    location_id: str,
-    request_key: str,
-    link: tuple[str, str] | None,
-    owner: str,
-    lease_until: datetime,
-    settle_by: datetime,
-    now: datetime,
-) -> None:
-    async with store.write() as conn:
-        await conn.execute(
-            operations.insert().values(
-                id=operation_id,
-                location_id=location_id,
-                kind="book",
-                state=PENDING,
-                request_key=request_key,
-                command=b"",
-                link_source=link[0] if link else None,
-                link_external_id=link[1] if link else None,
-                owner=owner,
-                lease_until=lease_until,
-                next_check_at=None,
-                checks=0,
-                settle_by=settle_by,
-                superseded_by=None,
-                appointment_id=None,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+async def begin(store: Store, fresh: Fresh) -> None:
+    """Taken before anything is written; without the command when the patient is still to be resolved (it follows
+    with `set_command`)."""
+    try:
+        await store.run_write(lambda conn: _insert(conn, fresh))
+    except IntegrityError:
+        raise AlreadyPending(fresh.request_key) from None
 
 
 async def set_command(store: Store, operation_id: str, command: bytes) -> None:
-    async with store.write() as conn:
-        await conn.execute(update(operations).where(operations.c.id == operation_id).values(command=command))
+    await store.run_write(
+        lambda conn: conn.execute(update(operations).where(operations.c.id == operation_id).values(command=command))
+    )
 
 
 async def for_request(store: Store, location_id: str, request_key: str, since: datetime) -> list[OperationRecord]:
@@ -149,8 +167,21 @@ async def for_request(store: Store, location_id: str, request_key: str, since: d
         return [_record(row) for row in (await conn.execute(query)).all()]
 
 
-async def settle_in(
-    conn: AsyncConnection,
+_SETTLE = (
+    update(operations)
+    .where(operations.c.id == bindparam("op_id"), operations.c.state.in_(bindparam("expect", expanding=True)))
+    .values(
+        state=bindparam("new_state"),
+        updated_at=bindparam("now"),
+        lease_until=None,
+        next_check_at=None,
+        appointment_id=func.coalesce(bindparam("found", type_=String), operations.c.appointment_id),
+    )
+)
+
+
+def settle_in(
+    conn: Connection,
     operation_id: str,
     state: str,
     now: datetime,
@@ -158,13 +189,8 @@ async def settle_in(
     appointment_id: str | None = None,
     expect: tuple[str, ...] = OPEN,
 ) -> bool:
-    values: dict[str, Any] = {"state": state, "updated_at": now, "lease_until": None, "next_check_at": None}
-    if appointment_id is not None:
-        values["appointment_id"] = appointment_id
-    done = await conn.execute(
-        update(operations).where(operations.c.id == operation_id, operations.c.state.in_(expect)).values(**values)
-    )
-    return done.rowcount == 1
+    params = {"op_id": operation_id, "expect": list(expect), "new_state": state, "now": now, "found": appointment_id}
+    return conn.execute(_SETTLE, params).rowcount == 1
 
 
 async def settle(
@@ -177,8 +203,9 @@ async def settle(
     expect: tuple[str, ...] = OPEN,
 ) -> bool:
     """Moves an open operation to `state`; False when someone else settled it first (the caller then backs off)."""
-    async with store.write() as conn:
-        return await settle_in(conn, operation_id, state, now, appointment_id=appointment_id, expect=expect)
+    return await store.run_write(
+        lambda conn: settle_in(conn, operation_id, state, now, appointment_id=appointment_id, expect=expect)
+    )
 
 
 async def mark_unknown(store: Store, operation_id: str, now: datetime, first_check: datetime) -> None:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Row, Table, and_, delete, insert, select, text, update
+from sqlalchemy import Row, Table, and_, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway import apikeys
 from gateway.crypto import Keyring
-from gateway.storage.engines import WRITE, make_async_engine
+from gateway.storage.engines import WRITE, make_async_engine, make_sqlite_writer_engine
 from gateway.storage.errors import MissingCredentials, UnknownLocation
 from gateway.storage.ids import new_id
 from gateway.storage.migrate import current_revision_of
@@ -39,6 +42,17 @@ from gateway.storage.tables import (
     webhook_endpoints,
 )
 
+T = TypeVar("T")
+_FRESH_COLUMNS = (
+    "fingerprint",
+    "state",
+    "status_code",
+    "content_type",
+    "body",
+    "created_at",
+    "locked_until",
+    "expires_at",
+)
 IN_FLIGHT = "in_flight"
 DONE = "done"
 
@@ -92,6 +106,49 @@ def _key(row: Row[Any]) -> ApiKeyRecord:
     )
 
 
+_IDEM = idempotency_records.c
+_SCOPE = and_(
+    _IDEM.api_key_id == bindparam("s_key"),
+    _IDEM.method == bindparam("s_method"),
+    _IDEM.route == bindparam("s_route"),
+    _IDEM.key == bindparam("s_idem"),
+)
+# Built once: constructing SQLAlchemy statements per request costs more than running them.
+_IDEM_SELECT = select(idempotency_records).where(_SCOPE).with_for_update()
+_IDEM_TTL = select(_IDEM.created_at, _IDEM.expires_at).where(_SCOPE).with_for_update()
+_IDEM_RENEW = (
+    update(idempotency_records)
+    .where(_SCOPE)
+    .values(
+        fingerprint=bindparam("fingerprint"),
+        state=bindparam("state"),
+        status_code=bindparam("status_code"),
+        content_type=bindparam("content_type"),
+        body=bindparam("body"),
+        created_at=bindparam("created_at"),
+        locked_until=bindparam("locked_until"),
+        expires_at=bindparam("expires_at"),
+    )
+)
+_IDEM_LOCK = update(idempotency_records).where(_SCOPE).values(locked_until=bindparam("locked_until"))
+_IDEM_DONE = (
+    update(idempotency_records)
+    .where(_SCOPE)
+    .values(
+        state=bindparam("state"),
+        status_code=bindparam("status_code"),
+        content_type=bindparam("content_type"),
+        body=bindparam("body"),
+        locked_until=None,
+        expires_at=bindparam("expires_at"),
+    )
+)
+
+
+def _scope_params(scope: IdempotencyScope) -> dict[str, str]:
+    return {"s_key": scope.api_key_id, "s_method": scope.method, "s_route": scope.route, "s_idem": scope.key}
+
+
 def _scope_clause(scope: IdempotencyScope) -> Any:
     t = idempotency_records.c
     return and_(t.api_key_id == scope.api_key_id, t.method == scope.method, t.route == scope.route, t.key == scope.key)
@@ -100,14 +157,26 @@ def _scope_clause(scope: IdempotencyScope) -> Any:
 class Store:
     """One per process; the engine's pool is shared by every request."""
 
-    def __init__(self, engine: AsyncEngine, keyring: Keyring) -> None:
+    def __init__(self, engine: AsyncEngine, keyring: Keyring, writer: Engine | None = None) -> None:
         self._engine = engine
         self._keyring = keyring
+        self._writer = writer
+        self._writer_thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="egw-sqlite-writer") if writer else None
+        )
+        self._idem_insert = (
+            self._insert(idempotency_records)
+            .values({c: bindparam(c) for c in ("api_key_id", "method", "route", "key", *_FRESH_COLUMNS)})
+            .on_conflict_do_nothing()
+            .returning(idempotency_records.c.key)
+        )
 
     @classmethod
     async def open(cls, url: str, keyring: Keyring) -> Store:
         """Connects lazily; does not migrate (see gateway.storage.migrate.upgrade)."""
-        return cls(make_async_engine(url), keyring)
+        engine = make_async_engine(url)
+        writer = make_sqlite_writer_engine(url) if engine.dialect.name == "sqlite" else None
+        return cls(engine, keyring, writer)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -125,6 +194,11 @@ class Store:
 
     async def close(self) -> None:
         await self._engine.dispose()
+        if self._writer is not None and self._writer_thread is not None:
+            writer, thread = self._writer, self._writer_thread
+            self._writer_thread = None  # closing twice is harmless
+            await asyncio.get_running_loop().run_in_executor(thread, writer.dispose)
+            thread.shutdown(wait=True)
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
@@ -142,6 +216,23 @@ class Store:
             await conn.execution_options(**{WRITE: True})
             async with conn.begin():
                 yield conn
+
+    async def run_write(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one write transaction, given a synchronous connection. On SQLite the whole transaction runs on
+        one writer thread (one hop from the event loop instead of one per statement, and writers queue there instead
+        of waiting on the file lock); on PostgreSQL it runs on the async driver (`run_sync`)."""
+        if self._writer is not None:
+            if self._writer_thread is None:
+                raise RuntimeError("the store is closed")
+            writer = self._writer
+
+            def transaction() -> T:
+                with writer.connect() as conn, conn.begin():
+                    return work(conn)
+
+            return await asyncio.get_running_loop().run_in_executor(self._writer_thread, transaction)
+        async with self.write() as conn:
+            return await conn.run_sync(work)
 
     def _insert(self, table: Any) -> Any:
         return (pg_insert if self.backend == "postgresql" else sqlite_insert)(table)
@@ -324,7 +415,6 @@ class Store:
         ttl_seconds: int = 86400,
     ) -> IdemStarted | IdemReplay | IdemInFlight | IdemMismatch:
         """Insert-or-conflict on the unique scope decides the race; the loser reads the winner's row under a lock."""
-        t = idempotency_records
         fresh = {
             "fingerprint": fingerprint,
             "state": IN_FLIGHT,
@@ -335,38 +425,36 @@ class Store:
             "locked_until": now + timedelta(seconds=lock_seconds),
             "expires_at": now + timedelta(seconds=ttl_seconds),
         }
-        for _attempt in range(5):
-            async with self.write() as conn:
-                inserted = await conn.execute(
-                    self._insert(t)
-                    .values(api_key_id=scope.api_key_id, method=scope.method, route=scope.route, key=scope.key, **fresh)
-                    .on_conflict_do_nothing()
-                    .returning(t.c.key)
-                )
-                # RETURNING, not rowcount: psycopg's async cursor does not report rowcount for ON CONFLICT inserts.
-                if inserted.first() is not None:
-                    return IdemStarted()
-                row = (await conn.execute(select(t).where(_scope_clause(scope)).with_for_update())).first()
-                if row is None:
-                    continue  # released or purged between our insert and select: try again
-                if row.expires_at <= now:
-                    await conn.execute(update(t).where(_scope_clause(scope)).values(**fresh))
-                    return IdemStarted()
-                if row.fingerprint != fingerprint:
-                    return IdemMismatch()
-                if row.state == DONE:
-                    return IdemReplay(
-                        status_code=int(row.status_code),
-                        content_type=str(row.content_type),
-                        body=bytes(row.body or b""),
-                    )
-                if row.locked_until is not None and row.locked_until > now:
-                    return IdemInFlight()
-                # The holder's lock lapsed (it crashed or hung): take the request over.
-                await conn.execute(
-                    update(t).where(_scope_clause(scope)).values(locked_until=now + timedelta(seconds=lock_seconds))
-                )
+        keys = _scope_params(scope)
+        row_values = {"api_key_id": scope.api_key_id, "method": scope.method, "route": scope.route, "key": scope.key}
+        insert_fresh = self._idem_insert
+
+        def begin(conn: Connection) -> IdemStarted | IdemReplay | IdemInFlight | IdemMismatch | None:
+            # RETURNING, not rowcount: psycopg's async cursor does not report rowcount for ON CONFLICT inserts.
+            if conn.execute(insert_fresh, {**row_values, **fresh}).first() is not None:
                 return IdemStarted()
+            row = conn.execute(_IDEM_SELECT, keys).first()
+            if row is None:
+                return None  # released or purged between our insert and select: try again
+            if row.expires_at <= now:
+                conn.execute(_IDEM_RENEW, {**keys, **fresh})
+                return IdemStarted()
+            if row.fingerprint != fingerprint:
+                return IdemMismatch()
+            if row.state == DONE:
+                return IdemReplay(
+                    status_code=int(row.status_code), content_type=str(row.content_type), body=bytes(row.body or b"")
+                )
+            if row.locked_until is not None and row.locked_until > now:
+                return IdemInFlight()
+            # The holder's lock lapsed (it crashed or hung): take the request over.
+            conn.execute(_IDEM_LOCK, {**keys, "locked_until": now + timedelta(seconds=lock_seconds)})
+            return IdemStarted()
+
+        for _attempt in range(5):
+            outcome = await self.run_write(begin)
+            if outcome is not None:
+                return outcome
         raise RuntimeError("idempotency record kept changing under us")
 
     async def idem_complete(
@@ -377,31 +465,22 @@ class Store:
         content_type: str,
         body: bytes,
         now: datetime,
-        also: Sequence[Callable[[AsyncConnection], Awaitable[None]]] = (),
+        also: Sequence[Callable[[Connection], object]] = (),
     ) -> None:
         """Stores the outcome; it replays for the record's full TTL counted from now. `also`: the request's other
         writes, committed in the same transaction."""
-        t = idempotency_records
-        async with self.write() as conn:
+        keys = _scope_params(scope)
+
+        def complete(conn: Connection) -> None:
             for write in also:
-                await write(conn)
-            row = (
-                await conn.execute(select(t.c.created_at, t.c.expires_at).where(_scope_clause(scope)).with_for_update())
-            ).first()
+                write(conn)
+            row = conn.execute(_IDEM_TTL, keys).first()
             if row is None:
                 return
-            await conn.execute(
-                update(t)
-                .where(_scope_clause(scope))
-                .values(
-                    state=DONE,
-                    status_code=status_code,
-                    content_type=content_type,
-                    body=body,
-                    locked_until=None,
-                    expires_at=now + (row.expires_at - row.created_at),
-                )
-            )
+            done = {"state": DONE, "status_code": status_code, "content_type": content_type, "body": body}
+            conn.execute(_IDEM_DONE, {**keys, **done, "expires_at": now + (row.expires_at - row.created_at)})
+
+        await self.run_write(complete)
 
     async def idem_release(self, scope: IdempotencyScope) -> None:
         async with self.write() as conn:
@@ -417,11 +496,12 @@ class Store:
     # -- appointment links and audit ----------------------------------------------------------------------------------
 
     async def link_appointment(self, location_id: str, source: str, external_id: str, emr_appointment_id: str) -> None:
-        async with self.write() as conn:
-            await self.link_appointment_in(conn, location_id, source, external_id, emr_appointment_id)
+        await self.run_write(
+            lambda conn: self.link_appointment_in(conn, location_id, source, external_id, emr_appointment_id)
+        )
 
-    async def link_appointment_in(
-        self, conn: AsyncConnection, location_id: str, source: str, external_id: str, emr_appointment_id: str
+    def link_appointment_in(
+        self, conn: Connection, location_id: str, source: str, external_id: str, emr_appointment_id: str
     ) -> None:
         now = _utcnow()
         stmt = self._insert(appointment_links).values(
@@ -432,7 +512,7 @@ class Store:
             created_at=now,
             updated_at=now,
         )
-        await conn.execute(
+        conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[
                     appointment_links.c.location_id,

@@ -10,11 +10,11 @@ A job that fails is tried again; the next poll emits whatever was missed anyway.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from gateway.catalog import Catalog
 from gateway.runtime import Runtime
@@ -34,15 +34,13 @@ RETRY = timedelta(seconds=5)
 _APPOINTMENT = msgspec.json.Decoder(Appointment)
 
 
-def job(
-    location: LocationRecord, appointment: Appointment, kind: EventType
-) -> Callable[[AsyncConnection], Awaitable[None]]:
+def job(location: LocationRecord, appointment: Appointment, kind: EventType) -> Callable[[Connection], None]:
     """A deferred write (see `gateway.usecases.unit`) that records the job. `kind` is what the caller did; it
     decides the event only when the gateway has never seen the appointment."""
     payload = msgspec.json.encode(appointment)
 
-    async def record(conn: AsyncConnection) -> None:
-        await gateway_writes.enqueue(conn, location.id, kind.value, payload, now_utc())
+    def record(conn: Connection) -> None:
+        gateway_writes.enqueue(conn, location.id, kind.value, payload, now_utc())
 
     return record
 

@@ -110,36 +110,38 @@ async def book(scope: LocationScope, booking: Booking) -> Appointment:
     slot_end = end or start + timedelta(minutes=service.duration_minutes)
     runtime, location = scope.runtime, scope.principal.location
     key = operations.request_key(location.id, booking.link, booking.patient, practitioner.id, service.id, start)
-    claimed = await operations.claim(runtime, scope.adapter, location, key, booking.link)
+
+    def command_for(patient_id: str) -> BookCommand:
+        return BookCommand(
+            patient_id=patient_id,
+            practitioner_id=practitioner.id,
+            service_id=service.id,
+            start=start,
+            end=end,
+            notes=booking.notes,
+        )
+
+    # A patient given by id is used as given (the EMR refuses an unknown one at the write; no read first), and the
+    # operation is taken with its command in one write.
+    known = command_for(booking.patient.id) if booking.patient.id else None
+    claimed = await operations.claim(runtime, scope.adapter, location, key, booking.link, known)
     if isinstance(claimed, Appointment):
         return claimed  # an earlier attempt at this very booking made it (its answer was lost, or it crashed)
+    if known is not None:
+        command = msgspec.structs.replace(known, operation_id=claimed.operation_id)
+    else:
 
-    async def before_create() -> None:
-        await _slot_is_free(scope, practitioner.id, start, slot_end)
+        async def before_create() -> None:
+            await _slot_is_free(scope, practitioner.id, start, slot_end)
 
-    try:
-        if booking.patient.id:
-            patient_id = booking.patient.id  # used as given: the EMR refuses an unknown id at the write, no read first
-        else:
+        try:
             patient, _ = await lookup_or_create_patient(
                 scope.adapter, booking.patient, scope.time_zone, before_create=before_create
             )
-            patient_id = patient.id
-        command = await operations.ready(
-            runtime,
-            claimed,
-            BookCommand(
-                patient_id=patient_id,
-                practitioner_id=practitioner.id,
-                service_id=service.id,
-                start=start,
-                end=end,
-                notes=booking.notes,
-            ),
-        )
-    except (AdapterError, GatewayError):
-        await operations.abandon(runtime, claimed)
-        raise
+            command = await operations.ready(runtime, claimed, command_for(patient.id))
+        except (AdapterError, GatewayError):
+            await operations.abandon(runtime, claimed)
+            raise
     try:
         booked = await scope.adapter.book(command)
     except OutcomeUnknown as exc:

@@ -22,7 +22,7 @@ import logging
 from datetime import datetime, timedelta
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from adapters.errors import AdapterError
 from adapters.verify import MISMATCH_NOTE, Asked, differences
@@ -90,13 +90,35 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def claim(
-    runtime: Runtime, adapter: AnyAdapter, location: LocationRecord, key: str, link: ExternalLink | None
+    runtime: Runtime,
+    adapter: AnyAdapter,
+    location: LocationRecord,
+    key: str,
+    link: ExternalLink | None,
+    command: BookCommand | None = None,
 ) -> Claim | Appointment:
     """Take the booking's operation, or return the appointment an earlier attempt at the same booking made (its
     answer was lost, or its process died): adopted now. Raises IdempotencyInFlight while a live request makes it."""
     store, now = runtime.store, now_utc()
     operation_id = new_id("op")
-    for prior in await ops.for_request(store, location.id, key, now - WATCH):
+    fresh = ops.Fresh(
+        operation_id=operation_id,
+        location_id=location.id,
+        request_key=key,
+        command=_stored_command(msgspec.structs.replace(command, operation_id=operation_id)) if command else b"",
+        link=(link.source, link.external_id) if link else None,
+        owner=f"request:{operation_id}",
+        lease_until=now + timedelta(seconds=runtime.config.idempotency_lock_seconds),
+        settle_by=now + WATCH,
+        now=now,
+    )
+    try:
+        priors = await ops.begin_unless_seen(store, fresh, now - WATCH)
+    except ops.AlreadyPending:
+        raise IdempotencyInFlight("the same booking is being made right now; retry in a moment") from None
+    if not priors:
+        return Claim(operation_id=operation_id, link=link)  # the common case: one write, nothing earlier
+    for prior in priors:
         if prior.state == ops.PENDING and prior.lease_until is not None and prior.lease_until > now:
             raise IdempotencyInFlight("the same booking is being made right now; retry in a moment")
         if prior.state in ops.OPEN:
@@ -121,17 +143,7 @@ async def claim(
             if earlier.status is not AppointmentStatus.CANCELLED:
                 return earlier  # found after its answer was lost: the retry gets it, as the first should have
     try:
-        await ops.begin(
-            store,
-            operation_id=operation_id,
-            location_id=location.id,
-            request_key=key,
-            link=(link.source, link.external_id) if link else None,
-            owner=f"request:{operation_id}",
-            lease_until=now + timedelta(seconds=runtime.config.idempotency_lock_seconds),
-            settle_by=now + WATCH,
-            now=now,
-        )
+        await ops.begin(store, fresh)
     except ops.AlreadyPending:
         raise IdempotencyInFlight("the same booking is being made right now; retry in a moment") from None
     return Claim(operation_id=operation_id, link=link)
@@ -161,9 +173,9 @@ def booked(
     job that builds its webhook snapshot."""
     operation_id = command.operation_id
 
-    async def settled(conn: AsyncConnection) -> None:
+    def settled(conn: Connection) -> None:
         if operation_id is not None:
-            await ops.settle_in(conn, operation_id, ops.DONE, now_utc(), appointment_id=appointment.id)
+            ops.settle_in(conn, operation_id, ops.DONE, now_utc(), appointment_id=appointment.id)
 
     writes: list[Deferred] = [settled]
     if link is not None:
@@ -185,8 +197,8 @@ async def unknown(runtime: Runtime, command: BookCommand) -> None:
 
 
 def _link_write(runtime: Runtime, location: LocationRecord, link: ExternalLink, appointment: Appointment) -> Deferred:
-    async def write(conn: AsyncConnection) -> None:
-        await runtime.store.link_appointment_in(conn, location.id, link.source, link.external_id, appointment.id)
+    def write(conn: Connection) -> None:
+        runtime.store.link_appointment_in(conn, location.id, link.source, link.external_id, appointment.id)
 
     return write
 
@@ -223,14 +235,14 @@ async def settle(
     if found is not None:
         adopted = False
 
-        async def adopt(conn: AsyncConnection) -> None:
+        def adopt(conn: Connection) -> None:
             nonlocal adopted
-            adopted = await ops.settle_in(conn, op.id, ops.ADOPTED, now, appointment_id=found.id)
+            adopted = ops.settle_in(conn, op.id, ops.ADOPTED, now, appointment_id=found.id)
             if adopted:
                 if op.link_source is not None and op.link_external_id is not None:
                     link = ExternalLink(source=op.link_source, external_id=op.link_external_id)
-                    await _link_write(runtime, location, link, found)(conn)
-                await job(location, found, EventType.APPOINTMENT_BOOKED)(conn)
+                    _link_write(runtime, location, link, found)(conn)
+                job(location, found, EventType.APPOINTMENT_BOOKED)(conn)
 
         await unit.commit(store, [adopt])
         if adopted:
@@ -268,9 +280,9 @@ async def _undo(
         await ops.check_later(runtime.store, op.id, op.owner or "", now, now + FIRST_CHECK)
         return
 
-    async def undone(conn: AsyncConnection) -> None:
-        if await ops.settle_in(conn, op.id, ops.UNDONE, now, appointment_id=late.id):
-            await job(location, cancelled, EventType.APPOINTMENT_CANCELLED)(conn)
+    def undone(conn: Connection) -> None:
+        if ops.settle_in(conn, op.id, ops.UNDONE, now, appointment_id=late.id):
+            job(location, cancelled, EventType.APPOINTMENT_CANCELLED)(conn)
 
     await unit.commit(runtime.store, [undone])
     log.warning("a late duplicate booking arrived and was cancelled", extra={"operation_id": op.id})

@@ -40,6 +40,8 @@ class LocationScope:
     # an id an EMR replaced on reschedule keeps working everywhere and the replacement is recorded once.
 
     async def current_id(self, appointment_id: str) -> str:
+        if not self.adapter.reissues_ids:
+            return appointment_id  # no alias can exist: no database read on the request path
         return await aliases.resolve(self.runtime.store, self.location_id, appointment_id)
 
     async def get_appointment(self, appointment_id: str) -> Appointment:

@@ -9,15 +9,17 @@ woken only after the commit, so it never looks for a job that is not there yet.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from gateway.storage.store import Store
 from gateway.webhooks import wakeup
 
-Deferred = Callable[[AsyncConnection], Awaitable[None]]
+# A write on a synchronous connection: run inside one transaction by `Store.run_write` (one hop to SQLite's writer
+# thread, or `run_sync` on PostgreSQL).
+Deferred = Callable[[Connection], None]
 
 _collector: ContextVar[list[Deferred] | None] = ContextVar("egw_deferred_writes", default=None)
 
@@ -32,9 +34,9 @@ def collecting() -> Iterator[list[Deferred]]:
         _collector.reset(token)
 
 
-async def run(conn: AsyncConnection, writes: list[Deferred]) -> None:
+def run(conn: Connection, writes: list[Deferred]) -> None:
     for write in writes:
-        await write(conn)
+        write(conn)
 
 
 async def commit(store: Store, writes: list[Deferred]) -> None:
@@ -43,14 +45,12 @@ async def commit(store: Store, writes: list[Deferred]) -> None:
     if bucket is not None:
         bucket.extend(writes)
         return
-    async with store.write() as conn:
-        await run(conn, writes)
+    await store.run_write(lambda conn: run(conn, writes))
     wakeup.gateway_writes.notify()
 
 
 async def flush(store: Store, writes: list[Deferred]) -> None:
     """For a collector whose request failed after deferring: what the EMR already holds is recorded anyway."""
     if writes:
-        async with store.write() as conn:
-            await run(conn, writes)
+        await store.run_write(lambda conn: run(conn, writes))
         wakeup.gateway_writes.notify()
