@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import entry_points
 
 from adapters.base import EMRAdapter
@@ -38,9 +39,16 @@ def load_registry() -> dict[str, AdapterClass]:
     return registry
 
 
+@functools.cache
+def registry() -> dict[str, AdapterClass]:
+    """Read once per process: scanning installed distributions' entry points costs milliseconds, and they do not
+    change while the process runs."""
+    return load_registry()
+
+
 def get_adapter_class(slug: str) -> AdapterClass:
-    registry = load_registry()
+    registry_ = registry()
     try:
-        return registry[slug]
+        return registry_[slug]
     except KeyError:
-        raise KeyError(f"unknown EMR {slug!r}; known: {', '.join(sorted(registry))}") from None
+        raise KeyError(f"unknown EMR {slug!r}; known: {', '.join(sorted(registry_))}") from None

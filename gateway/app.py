@@ -13,11 +13,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from adapters.transport import EMRTransport
 from gateway.access_log import access_log_middleware
 from gateway.auth import provide_principal
 from gateway.body_guard import body_guard
 from gateway.config import GatewayConfig
 from gateway.crypto import Keyring
+from gateway.heap import freeze_start_up_heap
 from gateway.logging_setup import quiet_http_clients
 from gateway.metrics import Metrics
 from gateway.problems import EXCEPTION_HANDLERS, after_exception
@@ -60,8 +62,10 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     worker: bool = False,
+    freeze_heap: bool = False,
 ) -> Litestar:
-    """`worker=True` also runs the background worker (webhook delivery, change detection) in this process."""
+    """`worker=True` also runs the background worker (webhook delivery, change detection) in this process;
+    `freeze_heap=True` (serve) takes start-up's objects out of the collector's full passes (`gateway.heap`)."""
     quiet_http_clients()
     metrics_ = Metrics()
 
@@ -71,11 +75,13 @@ def create_app(
         timeout = httpx.Timeout(config.emr_timeout_seconds, connect=config.emr_connect_timeout_seconds)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with httpx.AsyncClient(
-            timeout=timeout, limits=limits, transport=transport, follow_redirects=False
+            timeout=timeout, limits=limits, transport=transport or EMRTransport(limits), follow_redirects=False
         ) as http:
             app.state.runtime = Runtime(config, store, http, metrics_)
             stop = asyncio.Event()
             background = asyncio.create_task(Worker(store, http, config).run(stop)) if worker else None
+            if freeze_heap:
+                freeze_start_up_heap()
             try:
                 yield
             finally:

@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
     keyring = Keyring.from_env()
     if args.migrate:
         upgrade(config.database_url)
-    app = create_app(config, keyring, worker=not args.no_worker)
+    app = create_app(config, keyring, worker=not args.no_worker, freeze_heap=True)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning", lifespan="on")
     return 0

@@ -8,9 +8,11 @@ import signal
 
 import httpx
 
+from adapters.transport import EMRTransport
 from gateway.commands import Subparsers
 from gateway.config import load_config
 from gateway.crypto import Keyring
+from gateway.heap import freeze_start_up_heap
 from gateway.logging_setup import configure_logging, quiet_http_clients
 from gateway.storage.migrate import upgrade
 from gateway.storage.store import Store
@@ -32,7 +34,8 @@ async def _main() -> None:
         loop.add_signal_handler(sig, stop.set)
     timeout = httpx.Timeout(config.emr_timeout_seconds, connect=config.emr_connect_timeout_seconds)
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as emr_http:
+        async with httpx.AsyncClient(timeout=timeout, transport=EMRTransport(), follow_redirects=False) as emr_http:
+            freeze_start_up_heap()
             await Worker(store, emr_http, config).run(stop)
     finally:
         await store.close()

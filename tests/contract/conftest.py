@@ -17,6 +17,7 @@ from adapters.base import Capability, EMRAdapter
 from adapters.emulation import Emulator, EmulatorSeed, EmulatorStats, Fault, FaultKind, ServerThread, default_seed
 from adapters.emulators import EMULATORS
 from adapters.http import RetryPolicy, UsesRetryPolicy
+from adapters.transport import EMRTransport
 from gateway.emr import build_adapter
 from schemas.commands import AvailabilityQuery, BookCommand
 from schemas.patients import PatientQuery
@@ -148,7 +149,8 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     emulator = EMULATORS[slug](seed)
     server = ServerThread(emulator.app())
     base_url = server.start()
-    http = httpx.AsyncClient(timeout=httpx.Timeout(CLIENT_TIMEOUT))
+    # The gateway's own EMR transport (aiohttp underneath): its failure mapping decides "nothing was sent".
+    http = httpx.AsyncClient(timeout=httpx.Timeout(CLIENT_TIMEOUT), transport=EMRTransport())
     try:
         h = Harness(slug=slug, seed=seed, emulator=emulator, base_url=base_url, http=http, adapter=None)  # type: ignore[arg-type]
         h.adapter = h.build()

@@ -27,12 +27,15 @@ USED_WITHOUT_IMPORT = {
     "aiosqlite": "SQLAlchemy's sqlite+aiosqlite dialect, chosen by the database URL",
     "psycopg": "SQLAlchemy's postgresql+psycopg dialect (psycopg is also imported directly)",
     "tzdata": "zoneinfo's data on systems without /usr/share/zoneinfo (slim containers, Windows)",
+    "uvloop": "uvicorn's event loop when installed (`serve` measured faster with it)",
+    "httptools": "uvicorn's HTTP parser when installed (`serve` measured faster with it)",
 }
 # Test extras that no test imports, and why they are there.
 TOOLS = {
     "mypy": "`make test` runs mypy --strict",
     "ruff": "`make test` runs ruff check",
     "pytest-asyncio": "pytest plugin (asyncio_mode = auto)",
+    "py-spy": "`python -m bench.overhead --py-spy-dir` samples the gateway with it",
 }
 
 
