@@ -92,6 +92,12 @@ class EMRAdapter(ABC, Generic[S, C]):
     # Which setting governs each field a write can get wrong ("start", "end", "practitioner", "patient"), named in
     # `emr_write_mismatch` so an operator knows what to check (e.g. Practice Better's duration unit).
     write_settings: ClassVar[dict[str, str]] = {"start": "the location's time_zone"}
+    # Whether a reschedule may hand back a new appointment id (Nookal's book-then-cancel): only then does the
+    # gateway look old ids up in its alias table on every read.
+    reissues_ids: ClassVar[bool] = False
+    # The EMR calls one booking makes with a warm catalog (the gateway pools adapters): each is a safety check, the
+    # write or its read-back. The contract suite counts them and bench/overhead checks the gateway adds none.
+    min_booking_calls: ClassVar[int]
 
     def __init__(self, settings: S, credentials: C, http: httpx.AsyncClient, context: AdapterContext) -> None:
         self.settings = settings

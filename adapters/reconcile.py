@@ -42,9 +42,7 @@ def unknown(emr: str, what: str, cause: str, operation_id: str | None = None) ->
     )
 
 
-async def watch(
-    landed: Callable[[], Awaitable[T | None]], patience: float, *, first_look: bool = True
-) -> T | None:
+async def watch(landed: Callable[[], Awaitable[T | None]], patience: float, *, first_look: bool = True) -> T | None:
     """Ask `landed` until it finds the write or `patience` seconds pass; raises if the EMR cannot be asked at all.
 
     Looks at once, then at growing intervals (a late apply is most likely soon after the timeout)."""

@@ -2,7 +2,8 @@
 
 Cliniko's API accepts double bookings and has no idempotency keys, so this adapter checks the practitioner's
 calendar before every write that takes a slot, checks `…/conflicts` after it, and never sends a write twice without
-first asking Cliniko whether the first one landed.
+first asking Cliniko whether the first one landed. A booking is 3 calls (`min_booking_calls`): the calendar
+pre-check, the create and the `…/conflicts` post-check; the service's length comes from the gateway's catalog.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
     default_poll_seconds: ClassVar[int] = 60
     # "200 per minute per user": a burst of 20 plus 3/s is at most 200 in any minute, however the window is aligned.
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=3.0, burst=20),)
+    min_booking_calls: ClassVar[int] = 3  # pre-check (calendar), create, post-check (`/conflicts`)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.CUSTOM_DURATION,

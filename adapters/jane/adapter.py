@@ -169,6 +169,8 @@ class JaneAdapter(EMRAdapter[JaneSettings, JaneCredentials]):
     default_poll_seconds: ClassVar[int] = 120
     # "100 requests per minute per endpoint per clinic", kept as 100 a minute for all endpoints together (10 + 1.5/s).
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=1.5, burst=10),)
+    # patient record (the book step sends it), pre-check, hold, post-check, book, read-back
+    min_booking_calls: ClassVar[int] = 6
     write_settings: ClassVar[dict[str, str]] = {
         "start": "the location's time_zone (Jane takes ISO-8601 times with the clinic's UTC offset)",
         "end": "the treatment's scheduled_duration in Jane (minutes), unless the caller gave the end",

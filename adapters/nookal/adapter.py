@@ -206,6 +206,8 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
         "end": "the appointment type's Duration in Nookal (read as minutes)",
     }
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=2.0, burst=5),)
+    min_booking_calls: ClassVar[int] = 3  # pre-check, create, post-check (the calendar again: no read by id)
+    reissues_ids: ClassVar[bool] = True  # a reschedule may fall back to book-then-cancel
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.BOOK,

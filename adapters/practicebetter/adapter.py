@@ -167,6 +167,7 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
         RateLimit(per_second=4.5, burst=20),
         RateLimit(per_second=0.1, burst=1000),
     )
+    min_booking_calls: ClassVar[int] = 1  # create (its answer is the read-back; PB refuses overlaps itself)
     write_settings: ClassVar[dict[str, str]] = {
         "start": "settings.session_date_mode / settings.session_date_zone (unset: the location's time_zone)",
         "end": "settings.duration_unit",

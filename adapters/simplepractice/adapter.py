@@ -8,9 +8,9 @@ clinician app creating, moving or cancelling an appointment or creating a client
 Because the write shapes are guesses, every booking and reschedule is verified (adapters.verify): what
 SimplePractice stored, read from its answer to the write when that answer is the whole record (`startTime`,
 `endTime`, the clinician and the `client` relationship), else from a read-back `GET /appointments/{id}`, is compared
-with what was asked. A booking costs 4 calls: `cpt-codes` (the service's length; cached per instance), the
-clinician's calendar before the write, the create, and the calendar after it (the double-booking check); a read-back
-is a 5th, only when the create's answer is not the whole record.
+with what was asked. A booking costs 3 calls (`min_booking_calls`): the clinician's calendar before the write, the
+create, and the calendar after it (the double-booking check). `cpt-codes` (the service's length) is read once per
+pooled adapter; a read-back is a 4th, only when the create's answer is not the whole record.
 
 A create is never sent twice (adapters.reconcile). When its answer is lost (a timeout, a dropped connection, a
 500/502/504 from a proxy while SimplePractice may still finish), the clinician's calendar at that minute is read
@@ -155,6 +155,7 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
     default_poll_seconds: ClassVar[int] = 300
     # Unpublished; no faster than a person clicking through the web app.
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=2.0, burst=10),)
+    min_booking_calls: ClassVar[int] = 3  # pre-check, create, post-check
     # Times go out as the location's wall time with its offset; a practice in another zone that read the wall time
     # would store them hours off. Both ends are sent (`endTime`), so no unit setting is involved.
     write_settings: ClassVar[dict[str, str]] = {

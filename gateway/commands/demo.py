@@ -99,7 +99,7 @@ def curl_lines(base_url: str, loc: DemoLocation, seed: EmulatorSeed) -> list[str
     appointments = f"{base_url}/v1/appointments"
     return [
         _curl("POST", appointments, loc.api_key, book, f"Idempotency-Key: demo-{loc.emr}-1"),
-        "ID=...   # the \"id\" the booking returned",
+        'ID=...   # the "id" the booking returned',
         _curl("PATCH", f"{appointments}/$ID", loc.api_key, move),
         _curl("POST", f"{appointments}/$ID/cancel", loc.api_key, {"reason": "other", "note": "demo"}),
     ]
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
                 print("  " + line)
             print()
         print(
-            "Webhooks: POST /v1/webhooks with {\"url\": \"http://127.0.0.1:<port>/hook\"} to receive signed\n"
+            'Webhooks: POST /v1/webhooks with {"url": "http://127.0.0.1:<port>/hook"} to receive signed\n'
             "patient updates (loopback is allowed in the demo). Ctrl-C stops the gateway and the emulators."
         )
     sys.stdout.flush()
