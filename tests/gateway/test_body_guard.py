@@ -53,7 +53,7 @@ def test_a_body_shorter_than_its_content_length_does_not_hold_the_connection(har
     with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=10) as sock:
         sock.sendall(
             b"POST /v1/appointments HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-            b"content-length: 1000\r\n\r\n{\"start\": "
+            b'content-length: 1000\r\n\r\n{"start": '
         )
         started = time.monotonic()
         answer = sock.recv(4096)

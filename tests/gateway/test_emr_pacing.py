@@ -22,9 +22,7 @@ UNKNOWN_ID = "1390053863163199999"
 
 @pytest.fixture
 def strict(database_url: str, keyring: Keyring) -> Iterator[Harness]:
-    emulator = ClinikoEmulator(
-        two_business_seed(), rate_limit_per_minute=WINDOW_LIMIT, rate_limit_window_seconds=1.0
-    )
+    emulator = ClinikoEmulator(two_business_seed(), rate_limit_per_minute=WINDOW_LIMIT, rate_limit_window_seconds=1.0)
     overrides = {"emr_rate_limits": {"cliniko": BUDGET}, "emr_budget_max_wait_seconds": 30.0}
     with running_harness("cliniko", database_url, keyring, overrides, emulator=emulator) as h:
         yield h

@@ -177,13 +177,15 @@ def test_an_api_keys_limit_holds_across_replicas(start_replicas: StartReplicas) 
         assert int(r.headers["retry-after"]) >= 1
 
 
-def test_one_emr_budget_for_every_replica_and_worker(start_replicas: StartReplicas) -> None:
-    # Cliniko allows 10 requests per 1 s window here; the account's budget sends at most 2 + 4/s = 6 in any second,
-    # shared by two API replicas and a worker polling every second. Three processes with a budget each would send
-    # up to 18 a second and be answered 429.
-    budget = {"cliniko": [{"per_second": 4.0, "burst": 2}]}
-    replicas = start_replicas(
-        emulator_options={"rate_limit_per_minute": 10, "rate_limit_window_seconds": 1.0},
+def _budgeted(
+    start_replicas: StartReplicas, *, per_second: float, burst: int, window_limit: int, count: int = 2
+) -> Replicas:
+    """`count` API replicas and a worker polling every second, sharing one Cliniko budget of `burst` + `per_second`,
+    against a Cliniko that allows `window_limit` requests per 1 s window."""
+    budget = {"cliniko": [{"per_second": per_second, "burst": burst}]}
+    return start_replicas(
+        count=count,
+        emulator_options={"rate_limit_per_minute": window_limit, "rate_limit_window_seconds": 1.0},
         env={
             "EGW_EMR_RATE_LIMITS": msgspec.json.encode(budget).decode(),
             "EGW_EMR_BUDGET_MAX_WAIT_SECONDS": "120",
@@ -193,6 +195,13 @@ def test_one_emr_budget_for_every_replica_and_worker(start_replicas: StartReplic
         serve_worker=False,
         worker=True,
     )
+
+
+def test_one_emr_budget_for_every_replica_and_worker(start_replicas: StartReplicas) -> None:
+    # Cliniko allows 10 requests per 1 s window here; the account's budget sends at most 2 + 4/s = 6 in any second,
+    # shared by two API replicas and a worker polling every second. Three processes with a budget each would send
+    # up to 18 a second and be answered 429.
+    replicas = _budgeted(start_replicas, per_second=4.0, burst=2, window_limit=10)
     emulator = replicas.emulator
 
     def poll_requests() -> int:  # a poll asks for changed patients and changed appointments
@@ -204,5 +213,23 @@ def test_one_emr_budget_for_every_replica_and_worker(start_replicas: StartReplic
     assert [r.status_code for r in answers] == [404] * 24  # Cliniko's own answer for every caller, never a 429
     # The worker's next poll queued behind the replicas' requests in the same budget; it goes out after them.
     wait_until(lambda: poll_requests() >= 4, timeout=60, what="the worker's next poll")
+    replicas.assert_running()
+    assert emulator.stats().rate_limited == 0
+
+
+def test_four_processes_leasing_budget_batches_never_exceed_the_emr_limit(start_replicas: StartReplicas) -> None:
+    """Three API replicas and a worker take the account's tokens in batches (here 4 at a time) and spend them locally;
+    together they still never send Cliniko more than its limit: 8 + 8/s is at most 16 in any second, which is what
+    this Cliniko allows per 1 s window."""
+    replicas = _budgeted(start_replicas, per_second=8.0, burst=8, window_limit=16, count=3)
+    emulator = replicas.emulator
+    wait_until(lambda: any("updated_at" in e.query for e in emulator.exchanges), timeout=60, what="a first poll")
+    clients = [replicas.client(i) for i in range(3)]
+    try:
+        answers = fire_together([partial(c.get, f"/v1/appointments/{UNKNOWN_ID}") for _ in range(20) for c in clients])
+    finally:
+        for c in clients:
+            c.close()
+    assert [r.status_code for r in answers] == [404] * 60  # Cliniko's own answer for every caller, never a 429
     replicas.assert_running()
     assert emulator.stats().rate_limited == 0
