@@ -31,7 +31,11 @@ typecheck: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/emr-gateway openapi > openapi/openapi.json
 
+# Reads are sent by wrk (C) when it is installed: the Python load generator saturates before the emulator does.
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get install -y -qq wrk >/dev/null 2>&1; } || \
+		echo "wrk is not installed (apt-get install wrk): reads are sent by the Python load generator"
 	$(BIN)/python -m bench --full $(ARGS)
 
 clean:

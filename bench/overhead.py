@@ -17,6 +17,7 @@ import enum
 import multiprocessing
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -165,6 +166,16 @@ class Comparison(msgspec.Struct):
     rps_ratio: float  # gateway rps / direct rps (medians)
 
 
+class TargetCheck(msgspec.Struct):
+    """One of issue 16's targets against this run's medians (`met` is None when the run lacks the phase)."""
+
+    backend: str
+    target: str
+    measured: float | None
+    limit: str
+    met: bool | None
+
+
 class Report(msgspec.Struct):
     benchmark: str
     started_at: str
@@ -175,6 +186,7 @@ class Report(msgspec.Struct):
     phases: list[PhaseResult]
     summary: list[Summary]
     comparisons: list[Comparison]
+    targets: list[TargetCheck] = msgspec.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------- servers
@@ -261,7 +273,15 @@ class ChildProcess:
 class Gateway:
     """`emr-gateway serve` as a subprocess, with its log in the work directory."""
 
-    def __init__(self, database_url: str, master_key: str, workdir: Path, log_level: str, profile: Path | None):
+    def __init__(
+        self,
+        database_url: str,
+        master_key: str,
+        workdir: Path,
+        log_level: str,
+        profile: Path | None,
+        worker: bool = False,
+    ):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "gateway.log"
@@ -276,6 +296,8 @@ class Gateway:
         env.pop("EGW_MASTER_KEY_FILE", None)
         prefix = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
         command = [*prefix, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if not worker:
+            command.append("--no-worker")  # an API replica, as in the production layout: the worker runs apart
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
@@ -395,6 +417,16 @@ def _booking_patient(fx: Fixture, index: int) -> str:
     return fx.patient_ids[index % len(fx.patient_ids)] if fx.patient_ids else fx.patient_id
 
 
+def _calendar_query(fx: Fixture, practitioner: str, start: str) -> list[tuple[str, str | int | float | bool | None]]:
+    begins = datetime.datetime.fromisoformat(start.replace("Z", "+00:00"))
+    ends = begins + datetime.timedelta(minutes=fx.service_minutes)
+    return [
+        ("q[]", f"practitioner_id:={practitioner}"),
+        ("q[]", f"starts_at:<{ends.isoformat().replace('+00:00', 'Z')}"),
+        ("q[]", f"ends_at:>{start}"),
+    ]
+
+
 def _direct_appointment(fx: Fixture, practitioner: str, start: str, patient: str | None = None) -> bytes:
     return msgspec.json.encode(
         {
@@ -426,8 +458,15 @@ async def _send(client: httpx.AsyncClient, fx: Fixture, spec: PhaseSpec, index: 
     practitioner, start = _slot_start(fx, spec.slot_offset + index)
     patient = _booking_patient(fx, spec.slot_offset + index)
     if direct:
+        # What the Cliniko adapter's booking needs, sent by the load generator itself: the practitioner's calendar,
+        # the create, the post-write conflicts check (the gateway must be compared with the same three calls).
+        await client.get("/v1/individual_appointments", params=_calendar_query(fx, practitioner, start))
         body = _direct_appointment(fx, practitioner, start, patient)
-        return (await client.post("/v1/individual_appointments", content=body)).status_code
+        created = await client.post("/v1/individual_appointments", content=body)
+        if created.status_code != 201:
+            return created.status_code
+        conflicts = await client.get(f"/v1/individual_appointments/{created.json()['id']}/conflicts")
+        return created.status_code if conflicts.status_code == 200 else conflicts.status_code
     book = {
         "practitioner": {"id": practitioner},
         "service": {"id": fx.service_id},
@@ -562,6 +601,9 @@ class Settings(msgspec.Struct):
     ops: list[Op]
     gateway_log_level: str
     profile_dir: str | None
+    py_spy_dir: str | None = None
+    gateway_worker: bool = False
+    wrk: bool = False
 
 
 def run_backend(backend: str, settings: Settings, say: Any) -> list[PhaseResult]:
@@ -579,7 +621,9 @@ def run_backend(backend: str, settings: Settings, say: Any) -> list[PhaseResult]
             with database(backend, workdir) as database_url:
                 gateway_key = asyncio.run(_provision(database_url, master_key, info))
                 profile = Path(settings.profile_dir) / f"gateway-{backend}.prof" if settings.profile_dir else None
-                gateway = Gateway(database_url, master_key, workdir, settings.gateway_log_level, profile)
+                gateway = Gateway(
+                    database_url, master_key, workdir, settings.gateway_log_level, profile, settings.gateway_worker
+                )
                 gateway.wait_ready()
                 fx = _fixture(info, gateway.url, gateway_key)
                 loadgen = ChildProcess(loadgen_process, "bench-loadgen")
@@ -608,7 +652,12 @@ def run_backend(backend: str, settings: Settings, say: Any) -> list[PhaseResult]
                                         slot_offset=slot,
                                     )
                                     slot += spec.warmup + spec.requests
-                                    result = _measured(loadgen, spec, pids, probe, info.base_url)
+                                    py_spy = None
+                                    if settings.py_spy_dir and target is Target.GATEWAY:
+                                        name = f"gateway-{backend}-{op}-c{concurrency}-r{repetition}.raw"
+                                        py_spy = Path(settings.py_spy_dir) / name
+                                    wrk = (fx, workdir) if settings.wrk else None
+                                    result = _measured(loadgen, spec, pids, probe, info.base_url, py_spy, wrk)
                                     result.backend, result.repetition = backend, repetition
                                     results.append(result)
                                     say(_phase_line(result))
@@ -667,15 +716,114 @@ def _seed_appointment(fx: Fixture) -> str:
     return str(answer.json()["id"])
 
 
+def _sampler(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the gateway for one phase (collapsed stacks, `--idle` excluded), if py-spy is installed."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        return None
+    command = [exe, "record", "-p", str(pid), "-r", "200", "--nonblocking", "--gil", "-f", "raw", "-o", str(out)]
+    sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the phase starts
+    return sampler
+
+
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  io.write(string.format('{"requests": %d, "duration_us": %d, "errors": %d, "non2xx": %d, '
+    .. '"p50": %f, "p95": %f, "p99": %f, "mean": %f}\\n',
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def _wrk_command(fx: Fixture, spec: PhaseSpec, workdir: Path, seconds: float) -> list[str]:
+    """wrk's command line for one read phase (C, ~20 µs a request, so the generator never limits the direct path)."""
+    direct = spec.target is Target.DIRECT
+    if direct:
+        url = f"{fx.emulator_url}/v1/individual_appointments/{fx.appointment_id}"
+        headers = [f"authorization: {fx.authorization}", f"user-agent: {USER_AGENT}"]
+    else:
+        url = f"{fx.gateway_url}/v1/appointments/{fx.appointment_id}"
+        headers = [f"x-api-key: {fx.gateway_key}"]
+    script = workdir / "report.lua"
+    script.write_text(WRK_REPORT)
+    threads = 1 if spec.concurrency < 4 else 2
+    command = ["wrk", "-t", str(threads), "-c", str(spec.concurrency), "-d", f"{max(1.0, seconds):.0f}s"]
+    command += ["-s", str(script), "--timeout", "30s", "-H", "accept: application/json"]
+    for header in headers:
+        command += ["-H", header]
+    return [*command, url]
+
+
+def _wrk_warm_up(fx: Fixture, spec: PhaseSpec, workdir: Path) -> None:
+    """One second of the same load before the counters are read, as the Python generator warms up too."""
+    subprocess.run(_wrk_command(fx, spec, workdir, 1.0), capture_output=True, check=True)
+
+
+def _wrk_phase(fx: Fixture, spec: PhaseSpec, workdir: Path) -> tuple[PhaseResult, float]:
+    """A read phase sent by wrk; returns the result and wrk's CPU seconds."""
+    warmed = os.times()
+    done = subprocess.run(_wrk_command(fx, spec, workdir, spec.seconds), capture_output=True, check=True, text=True)
+    finished = os.times()
+    line = next(x for x in reversed(done.stdout.splitlines()) if x.startswith("{"))
+    report = msgspec.json.decode(line)
+    cpu = (finished.children_user + finished.children_system) - (warmed.children_user + warmed.children_system)
+    seconds = report["duration_us"] / 1e6
+    requests = int(report["requests"])
+    bad = int(report["errors"]) + int(report["non2xx"])
+    result = PhaseResult(
+        backend="",
+        repetition=0,
+        op=spec.op,
+        target=spec.target,
+        concurrency=spec.concurrency,
+        requests=requests,
+        sent=requests,
+        ok=requests - bad,
+        conflicts=0,
+        errors={"wrk": bad} if bad else {},
+        seconds=round(seconds, 4),
+        rps=round(requests / seconds, 2) if seconds > 0 else 0.0,
+        p50_ms=round(report["p50"] / 1000, 3),
+        p95_ms=round(report["p95"] / 1000, 3),
+        p99_ms=round(report["p99"] / 1000, 3),
+        mean_ms=round(report["mean"] / 1000, 3),
+    )
+    return result, cpu
+
+
 def _measured(
-    loadgen: ChildProcess, spec: PhaseSpec, pids: dict[str, int], probe: httpx.Client, emulator_url: str
+    loadgen: ChildProcess,
+    spec: PhaseSpec,
+    pids: dict[str, int],
+    probe: httpx.Client,
+    emulator_url: str,
+    py_spy: Path | None = None,
+    wrk: tuple[Fixture, Path] | None = None,
 ) -> PhaseResult:
-    """Run one phase in the load generator, with the EMR calls and CPU time each process spent on it."""
+    """Run one phase in the load generator (wrk for reads when it is installed), with the EMR calls and CPU time
+    each process spent on it."""
+    use_wrk = wrk is not None and spec.op is Op.GET
+    if use_wrk:
+        assert wrk is not None
+        _wrk_warm_up(wrk[0], spec, wrk[1])
     calls_before = _emulator_requests(probe, emulator_url)
-    cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-    loadgen.conn.send_bytes(msgspec.json.encode(spec))
-    result = msgspec.json.decode(loadgen.conn.recv_bytes(), type=PhaseResult)
-    cpu_after = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    sampler = _sampler(pids["gateway"], py_spy) if py_spy is not None else None
+    cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items() if not (use_wrk and name == "loadgen")}
+    if use_wrk:
+        assert wrk is not None
+        result, wrk_cpu = _wrk_phase(wrk[0], spec, wrk[1])
+    else:
+        loadgen.conn.send_bytes(msgspec.json.encode(spec))
+        result = msgspec.json.decode(loadgen.conn.recv_bytes(), type=PhaseResult)
+    cpu_after = {name: _cpu_seconds(pid) for name, pid in pids.items() if name in cpu_before}
+    if use_wrk and result.sent:
+        result.cpu_ms_per_request["loadgen (wrk)"] = round(wrk_cpu * 1000 / result.sent, 3)
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(timeout=30)
     calls = _emulator_requests(probe, emulator_url) - calls_before  # control routes are not counted
     if result.sent:
         result.emr_calls_per_request = round(calls / result.sent, 2)
@@ -753,6 +901,64 @@ def summarize(phases: Sequence[PhaseResult]) -> tuple[list[Summary], list[Compar
             )
         )
     return summaries, comparisons
+
+
+def check_targets(summaries: Sequence[Summary], comparisons: Sequence[Comparison]) -> list[TargetCheck]:
+    """The request-path targets: reads at >= 0.5x direct with <= 2 ms added at 1 client and p99 <= 4x p50 at 10,
+    <= 1.5 ms gateway CPU a read, and a booking making exactly the adapter's minimum of EMR calls at >= 0.5x a direct
+    client making the same calls."""
+    checks: list[TargetCheck] = []
+    for backend in sorted({s.backend for s in summaries}):
+        mine = [s for s in summaries if s.backend == backend and s.target is Target.GATEWAY]
+        checks += _targets_for(backend, mine, [c for c in comparisons if c.backend == backend])
+    return checks
+
+
+def _targets_for(backend: str, gateway: Sequence[Summary], comparisons: Sequence[Comparison]) -> list[TargetCheck]:
+    from adapters.cliniko.adapter import ClinikoAdapter
+
+    minimum = ClinikoAdapter.min_booking_calls
+    checks: list[TargetCheck] = []
+
+    def summary(op: Op, c: int) -> Summary | None:
+        return next((x for x in gateway if (x.op, x.concurrency) == (op, c)), None)
+
+    def ratio(op: Op, c: int) -> float | None:
+        found = next((x for x in comparisons if (x.op, x.concurrency) == (op, c)), None)
+        return found.rps_ratio if found else None
+
+    def add(target: str, measured: float | None, limit: str, ok: Callable[[float], bool]) -> None:
+        value = None if measured is None or measured != measured else round(measured, 3)
+        checks.append(TargetCheck(backend, target, value, limit, None if value is None else ok(value)))
+
+    for c in (1, 10):
+        add(f"get c={c} gateway/direct req/s", ratio(Op.GET, c), ">= 0.5", lambda v: v >= 0.5)
+    added = next((x for x in comparisons if (x.op, x.concurrency) == (Op.GET, 1)), None)
+    add("get c=1 added p50 ms", added.added_p50_ms if added else None, "<= 2", lambda v: v <= 2)
+    busy = summary(Op.GET, 10)
+    spread = busy.p99_ms.median / busy.p50_ms.median if busy and busy.p50_ms.median else None
+    add("get c=10 p99/p50", spread, "<= 4", lambda v: v <= 4)
+    read = summary(Op.GET, 1)
+    add(
+        "get c=1 gateway CPU ms/read",
+        read.cpu_ms_per_request.get("gateway") if read else None,
+        "<= 1.5",
+        lambda v: v <= 1.5,
+    )
+    book = summary(Op.BOOK, 10)
+    calls = book.emr_calls_per_request if book else None
+    add("book c=10 EMR calls/booking", calls, f"= {minimum} (Cliniko's min_booking_calls)", lambda v: v == minimum)
+    add("book c=10 gateway/direct req/s", ratio(Op.BOOK, 10), ">= 0.5", lambda v: v >= 0.5)
+    return checks
+
+
+def targets_table(checks: Sequence[TargetCheck]) -> str:
+    lines = [f"{'backend':<8} {'target':<32} {'measured':>9}  {'limit':<44} met"]
+    for c in checks:
+        measured = "-" if c.measured is None else f"{c.measured:.3f}"
+        met = "-" if c.met is None else ("yes" if c.met else "NO")
+        lines.append(f"{c.backend:<8} {c.target:<32} {measured:>9}  {c.limit:<44} {met}")
+    return "\n".join(lines)
 
 
 def _fmt(stat: Stat, digits: int = 1) -> str:
@@ -863,6 +1069,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--gateway-log-level", default="INFO", help="the gateway's EGW_LOG_LEVEL (default INFO, as served)")
     p.add_argument("--profile-dir", help="run the gateway under cProfile and write gateway-<backend>.prof there")
+    p.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="reads: wrk (C; default when installed: the Python generator saturates first) or the Python one",
+    )
+    p.add_argument(
+        "--gateway-worker",
+        action="store_true",
+        help="run the gateway with its in-process worker (default: `serve --no-worker`, an API replica)",
+    )
+    p.add_argument(
+        "--py-spy-dir",
+        help="sample the gateway with py-spy during each gateway phase; collapsed stacks go there (one file a phase)",
+    )
     p.add_argument("--out", default=str(RESULTS_DIR), help="where the JSON goes (default bench/results)")
     return p.parse_args(list(argv))
 
@@ -883,6 +1104,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         ops=[Op(o) for o in args.ops] if args.ops else list(Op),
         gateway_log_level=args.gateway_log_level,
         profile_dir=args.profile_dir,
+        py_spy_dir=args.py_spy_dir,
+        gateway_worker=args.gateway_worker,
+        wrk=args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk") is not None),
     )
 
 
@@ -890,8 +1114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     settings = settings_from(args)
     started = datetime.datetime.now(datetime.UTC)
-    if settings.profile_dir:
-        Path(settings.profile_dir).mkdir(parents=True, exist_ok=True)
+    for directory in (settings.profile_dir, settings.py_spy_dir):
+        if directory:
+            Path(directory).mkdir(parents=True, exist_ok=True)
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -914,10 +1139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         phases=phases,
         summary=summaries,
         comparisons=comparisons,
+        targets=check_targets(summaries, comparisons),
     )
     path = write_report(args.out, "overhead", started, report)
     say("")
     say(table(summaries, comparisons))
+    say(f"\nreads sent by {'wrk' if settings.wrk else 'the Python generator'}; targets (issue 16):")
+    say(targets_table(report.targets))
     say(f"\nwrote {path}")
     return 0
 

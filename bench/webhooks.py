@@ -859,7 +859,7 @@ def latency_cases(quick: bool, runs: int | None) -> list[LatencyCase]:
             changes=changes,
             window_seconds=changes * 0.75,
             drain_seconds=15.0,
-            note="POST /v1/appointments and …/cancel; events published before the response; default settings",
+            note="POST /v1/appointments and …/cancel; answered first, snapshot built by the worker; defaults",
         ),
         LatencyCase(
             name="gateway-writes-fast-idle",

@@ -21,6 +21,8 @@ def render() -> str:
         lines.append(f"| `{cap.value}` | " + " | ".join(cells) + " |")
     budgets = [" and ".join(f"{r.burst} + {r.per_second:g}/s" for r in registry[s].rate_limits) for s in slugs]
     lines.append("| request budget per account (burst + rate) | " + " | ".join(budgets) + " |")
+    calls = [str(registry[s].min_booking_calls) if Capability.BOOK in registry[s].capabilities else "-" for s in slugs]
+    lines.append("| EMR calls per booking (warm catalog) | " + " | ".join(calls) + " |")
     lines.append("| verified against | " + " | ".join(registry[s].verified_against for s in slugs) + " |")
     return "\n".join(lines)
 
