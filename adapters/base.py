@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Generic, TypeVar
 
@@ -13,6 +14,7 @@ import msgspec
 from adapters import probes, verify
 from adapters.errors import Unsupported
 from adapters.pacing import RateLimit
+from adapters.reconcile import reconciled
 from adapters.verify import Written
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.availability import Slot
@@ -74,6 +76,7 @@ _FIND_WINDOW = timedelta(minutes=1)
 _FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 S = TypeVar("S", bound=Settings)
 C = TypeVar("C", bound=Credentials)
+W = TypeVar("W")
 
 
 class EMRAdapter(ABC, Generic[S, C]):
@@ -98,6 +101,28 @@ class EMRAdapter(ABC, Generic[S, C]):
     # The EMR calls one booking makes with a warm catalog (the gateway pools adapters): each is a safety check, the
     # write or its read-back. The contract suite counts them and bench/overhead checks the gateway adds none.
     min_booking_calls: ClassVar[int]
+
+    async def _reconciled(
+        self,
+        write: Callable[[], Awaitable[W]],
+        landed: Callable[[], Awaitable[W | None]],
+        what: str,
+        *,
+        resend: bool,
+        operation_id: str | None = None,
+    ) -> W:
+        """A write whose answer was lost is watched for `write_patience_seconds` (adapters.reconcile). Only a write
+        that lands the same way twice (a cancel, a move) may be sent once more; a create never is, patients included:
+        a late apply would leave a second chart."""
+        return await reconciled(
+            write,
+            landed,
+            what=what,
+            emr=self.display_name,
+            patience=self.context.write_patience_seconds,
+            resend=resend,
+            operation_id=operation_id,
+        )
 
     def __init__(self, settings: S, credentials: C, http: httpx.AsyncClient, context: AdapterContext) -> None:
         self.settings = settings

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import ClassVar, TypeVar
 from zoneinfo import ZoneInfo
@@ -35,7 +34,7 @@ from adapters.http import DEFAULT_RETRY, RetryPolicy
 from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
 from adapters.probes import ProbeFn
-from adapters.reconcile import AmbiguousWrite, reconciled, unknown
+from adapters.reconcile import AmbiguousWrite, unknown
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.availability import Slot
@@ -217,26 +216,6 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
         conflicts = await self.client.get(f"{APPOINTMENTS}/{appointment_id}/conflicts", wire.Conflicts)
         return conflicts.conflicts.exist
 
-    async def _reconciled(
-        self,
-        write: Callable[[], Awaitable[T]],
-        landed: Callable[[], Awaitable[T | None]],
-        what: str,
-        *,
-        create: bool = False,
-        operation_id: str | None = None,
-    ) -> T:
-        """A create is watched for and never sent twice; an update or cancel may be sent once more."""
-        return await reconciled(
-            write,
-            landed,
-            what=what,
-            emr=EMR_NAME,
-            patience=self.context.write_patience_seconds,
-            resend=not create,
-            operation_id=operation_id,
-        )
-
     @staticmethod
     def _unknown(what: str, cause: str) -> OutcomeUnknown:
         return unknown(EMR_NAME, what, cause)
@@ -287,7 +266,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
                 mine = marked or [c for c in mine if operation_of(c.notes) is None]
             return mine[0] if mine else None
 
-        created = await self._reconciled(create, landed, "booking", create=True, operation_id=command.operation_id)
+        created = await self._reconciled(create, landed, "booking", resend=False, operation_id=command.operation_id)
         try:
             conflicted = await self._lost_race(created, command.practitioner_id)
         except AdapterError:
@@ -365,7 +344,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
             )
             return seen if applied else None
 
-        updated = await self._reconciled(patch, landed, "reschedule")
+        updated = await self._reconciled(patch, landed, "reschedule", resend=True)
         if moves:
             try:
                 conflicted = await self._has_conflicts(updated.id)
@@ -412,7 +391,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
             seen = await self._fetch(current.id)
             return seen if seen.cancelled_at is not None else None
 
-        return self._appointment(await self._reconciled(cancel, landed, "cancellation"))
+        return self._appointment(await self._reconciled(cancel, landed, "cancellation", resend=True))
 
     async def list_appointments(self, query: AppointmentQuery) -> list[Appointment]:
         params: list[tuple[str, str]] = [_q("business_id", "=", self.business_id), _q("cancelled_at", "", "*")]
@@ -476,7 +455,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
             found = await self.client.list("patients", wire.PatientList, lambda page: page.patients, params)
             return max(found, key=lambda p: p.created_at) if found else None
 
-        created = await self._reconciled(create, landed, "patient creation")
+        created = await self._reconciled(create, landed, "patient creation", resend=False)
         return mapping.patient_of(created, self._region())
 
     # ------------------------------------------------------------------------------------------------ catalog

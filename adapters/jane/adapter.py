@@ -744,26 +744,23 @@ class JaneAdapter(EMRAdapter[JaneSettings, JaneCredentials]):
             ),
             browser_tab_id=self.tab,
         )
-        try:
+        query = PatientQuery(
+            email=patient.email,
+            first_name=patient.first_name,
+            last_name=patient.last_name,
+            date_of_birth=patient.date_of_birth,
+        )
+
+        async def create() -> Patient:
             created = await self.client.write_json("POST", PATIENTS, body, wire.Patient, key="patient")
-        except AmbiguousWrite as exc:
-            try:
-                found = await self.find_patients(
-                    PatientQuery(
-                        email=patient.email,
-                        first_name=patient.first_name,
-                        last_name=patient.last_name,
-                        date_of_birth=patient.date_of_birth,
-                    )
-                )
-            except AdapterError:
-                raise self._unknown("patient creation", exc.cause) from None
-            if not found:
-                raise Unavailable(
-                    f"Jane did not answer the patient creation ({exc.cause}); checked, none was made"
-                ) from None
-            return max(found, key=lambda p: int(p.id))
-        return mapping.patient_of(created, self.settings.phone_region)
+            return mapping.patient_of(created, self.settings.phone_region)
+
+        async def landed() -> Patient | None:
+            found = await self.find_patients(query)
+            return max(found, key=lambda p: int(p.id)) if found else None
+
+        # A create whose answer was lost is watched for, never sent again: Jane may apply it late (a second chart).
+        return await self._reconciled(create, landed, "patient creation", resend=False)
 
     # ------------------------------------------------------------------------------------------------ catalog
 

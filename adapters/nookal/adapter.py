@@ -106,7 +106,6 @@ import datetime as dt
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from typing import ClassVar, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -131,7 +130,7 @@ from adapters.nookal import mapping, wire
 from adapters.nookal.client import MethodUnavailable, NookalClient, NookalFailure
 from adapters.nookal.settings import NookalCredentials, NookalSettings
 from adapters.pacing import RateLimit
-from adapters.reconcile import AmbiguousWrite, reconciled
+from adapters.reconcile import AmbiguousWrite
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.availability import Slot
@@ -383,27 +382,6 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
 
     # ------------------------------------------------------------------------------------------------ writes
 
-    async def _reconciled(
-        self,
-        write: Callable[[], Awaitable[T]],
-        landed: Callable[[], Awaitable[T | None]],
-        what: str,
-        *,
-        resend: bool = False,
-        operation_id: str | None = None,
-    ) -> T:
-        """A write whose answer was lost is watched for `write_patience_seconds`. A create (or anything that may
-        create: a rebook) is never sent again; only a cancel, which lands the same way twice, may be sent once more."""
-        return await reconciled(
-            write,
-            landed,
-            what=what,
-            emr=EMR_NAME,
-            patience=self.context.write_patience_seconds,
-            resend=resend,
-            operation_id=operation_id,
-        )
-
     async def _span(self, service_id: str, start: dt.datetime, end: dt.datetime | None) -> dt.datetime:
         """The end Nookal will give the appointment (from its type); a different explicit end cannot be booked."""
         derived = start + dt.timedelta(minutes=await self._duration(service_id))
@@ -507,7 +485,7 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
             return None if found is None else mapping.ident(found.ID)
 
         try:
-            new_id = await self._reconciled(create, landed, "booking", operation_id=operation_id)
+            new_id = await self._reconciled(create, landed, "booking", resend=False, operation_id=operation_id)
         except NookalFailure as exc:
             if await self._overlapping(practitioner_id, start, end, exclude_id=exclude_id):
                 raise SlotUnavailable(
@@ -648,7 +626,7 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
             return new_id
 
         try:
-            moved_id = await self._reconciled(rebook, where, "reschedule")
+            moved_id = await self._reconciled(rebook, where, "reschedule", resend=False)
         except MethodUnavailable:
             if not fallback:
                 raise
@@ -868,7 +846,9 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
             return new_id
 
         try:
-            new_id = await self._reconciled(create, landed, "patient creation")  # a create: never sent twice
+            new_id = await self._reconciled(
+                create, landed, "patient creation", resend=False
+            )  # a create: never sent twice
         except NookalFailure as exc:
             if "date_of_birth" in exc.fields:
                 raise Rejected(

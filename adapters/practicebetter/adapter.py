@@ -48,7 +48,6 @@ Facts from the notes and evidence-2026-11 §3 this adapter and its emulator take
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -88,7 +87,7 @@ from adapters.practicebetter.settings import (
     PracticeBetterCredentials,
     PracticeBetterSettings,
 )
-from adapters.reconcile import AmbiguousWrite, reconciled
+from adapters.reconcile import AmbiguousWrite
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment
 from schemas.availability import Slot
@@ -285,27 +284,6 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
             raise Rejected("no practitioner given and the location has no default consultant_id")
         return consultant
 
-    async def _reconciled(
-        self,
-        write: Callable[[], Awaitable[T]],
-        landed: Callable[[], Awaitable[T | None]],
-        what: str,
-        *,
-        create: bool = False,
-        operation_id: str | None = None,
-    ) -> T:
-        """A create (session or client record) is watched for and never sent twice; a move or a cancel, which lands
-        the same way twice, may be sent once more after Practice Better showed the first did not land."""
-        return await reconciled(
-            write,
-            landed,
-            what=what,
-            emr=EMR_NAME,
-            patience=self.context.write_patience_seconds,
-            resend=not create,
-            operation_id=operation_id,
-        )
-
     async def _sessions(self, params: Params) -> list[wire.Session]:
         return await self.client.list(SESSIONS, wire.Session, params)
 
@@ -358,7 +336,7 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
         async def landed() -> wire.Session | None:
             return self._pick(await self._candidates(command, consultant, start), command, start, sent_at)
 
-        session = await self._reconciled(create, landed, "booking", create=True, operation_id=command.operation_id)
+        session = await self._reconciled(create, landed, "booking", resend=False, operation_id=command.operation_id)
         return Written(stored=self._appointment(session, consultant), asked=asked)
 
     async def _candidates(self, command: BookCommand, consultant: str, start: datetime) -> list[wire.Session]:
@@ -462,7 +440,9 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
                 return seen if seen.dateModified != current.dateModified else None
             return seen if (seen.sessionDate, seen.endDate) != (current.sessionDate, current.endDate) else None
 
-        moved = await self._reconciled(move, landed, "reschedule")  # the notes, and the marker in them, stay
+        moved = await self._reconciled(
+            move, landed, "reschedule", resend=True
+        )  # the notes, and the marker in them, stay
         return Written(stored=self._appointment(moved), asked=asked, previous=before)
 
     async def cancel(self, command: CancelCommand) -> Appointment:
@@ -485,7 +465,7 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
             seen = await self._session(current.id)
             return seen if seen.cancelled else None
 
-        cancelled = self._appointment(await self._reconciled(cancel, landed, "cancellation"))
+        cancelled = self._appointment(await self._reconciled(cancel, landed, "cancellation", resend=True))
         return msgspec.structs.replace(cancelled, cancel_reason=command.reason, cancel_note=command.note)
 
     async def list_appointments(self, query: AppointmentQuery) -> list[Appointment]:
@@ -617,7 +597,7 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
             return found
 
         try:
-            record = await self._reconciled(create, landed, "client creation", create=True)
+            record = await self._reconciled(create, landed, "client creation", resend=False)
         except Rejected as exc:  # 409 or 400: a client with this e-mail may exist already
             existing = await self._existing(email)
             if existing is None:

@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, TypeVar
 from zoneinfo import ZoneInfo
@@ -90,7 +90,7 @@ from adapters.errors import (
 from adapters.http import DEFAULT_RETRY, RetryPolicy, decode
 from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
-from adapters.reconcile import AmbiguousWrite, reconciled
+from adapters.reconcile import AmbiguousWrite
 from adapters.simplepractice import mapping, wire, writes
 from adapters.simplepractice.client import PAGE_SIZE, SimplePracticeClient
 from adapters.simplepractice.settings import SimplePracticeCredentials, SimplePracticeSettings
@@ -281,27 +281,6 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
             for r in rivals
         )
 
-    async def _reconciled(
-        self,
-        write: Callable[[], Awaitable[T]],
-        landed: Callable[[], Awaitable[T | None]],
-        what: str,
-        *,
-        create: bool = False,
-        operation_id: str | None = None,
-    ) -> T:
-        """A write whose answer was lost is watched for (`write_patience_seconds`); a create is never sent twice,
-        an update or a cancel (the same twice) may be sent once more after it was seen absent throughout."""
-        return await reconciled(
-            write,
-            landed,
-            what=what,
-            emr=EMR_NAME,
-            patience=self.context.write_patience_seconds,
-            resend=not create,
-            operation_id=operation_id,
-        )
-
     async def _send(self, request: writes.WriteRequest) -> wire.Appointment:
         """Send an appointment write; what SimplePractice stored: its answer when that is the whole record, else a
         read-back. A record nobody can name or read back leaves the outcome unclear (the caller reconciles)."""
@@ -353,7 +332,7 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
             return found[0] if found else None
 
         created = await self._reconciled(
-            lambda: self._send(request), landed, "booking", create=True, operation_id=command.operation_id
+            lambda: self._send(request), landed, "booking", resend=False, operation_id=command.operation_id
         )
         withdraw = writes.cancel(created.id, reason=mapping.cancel_text(CancelReason.OTHER, RACE_NOTE))
         try:
@@ -457,7 +436,7 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
             noted = command.notes is None or without_marker(seen.attributes.memo) == without_marker(command.notes)
             return seen if applied and noted else None
 
-        updated = await self._reconciled(lambda: self._send(request), landed, "reschedule")
+        updated = await self._reconciled(lambda: self._send(request), landed, "reschedule", resend=True)
         if moves:
             back = writes.reschedule(
                 current.id,
@@ -492,7 +471,9 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
             cancelled = mapping.status_of(seen.attributes.attendanceStatus) is AppointmentStatus.CANCELLED
             return seen if cancelled else None
 
-        return self._appointment(await self._reconciled(lambda: self._send(request), landed, "cancellation"))
+        return self._appointment(
+            await self._reconciled(lambda: self._send(request), landed, "cancellation", resend=True)
+        )
 
     async def list_appointments(self, query: AppointmentQuery) -> list[Appointment]:
         now = datetime.now(UTC)
@@ -586,7 +567,7 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
             far = datetime.min.replace(tzinfo=UTC)
             return max(matches, key=lambda c: (c.attributes.createdAt or far, c.id)) if matches else None
 
-        return mapping.patient_of(await self._reconciled(create, landed, "client creation", create=True))
+        return mapping.patient_of(await self._reconciled(create, landed, "client creation", resend=False))
 
     # ------------------------------------------------------------------------------------------------ catalog
 

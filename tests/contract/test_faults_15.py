@@ -15,8 +15,17 @@ from adapters.emulation import FaultKind
 from adapters.errors import AdapterError, OutcomeUnknown
 from schemas.appointments import AppointmentStatus
 from schemas.commands import AppointmentQuery, BookCommand, NewPatient
+from schemas.patients import PatientQuery
 from tests.contract.conftest import PATIENCE, Harness
 
+# Where each EMR creates a patient (the fault must hit that request, not e.g. Practice Better's token mint).
+PATIENT_CREATE_PATH = {
+    "cliniko": "/v1/patients",
+    "jane": "/admin/api/v2/patients",
+    "nookal": "/production/v2/addPatient",
+    "practicebetter": "/consultant/records",
+    "simplepractice": "/frontend/clients",
+}
 PATIENT_DATA = ("Jane Citizen", "jane.citizen@example.com", "+61 412 345 678", "0412345678", "1985-04-12")
 QUOTING = "Jane Citizen (jane.citizen@example.com, +61 412 345 678, 0412345678, born 1985-04-12) is invalid"
 
@@ -69,6 +78,22 @@ async def test_a_create_applied_after_patience_is_unknown_never_sent_twice_and_f
         found = await harness.adapter.book(command)
     assert found.start == command.start
     assert await _active_at(harness, command) == [found.id]
+
+
+async def test_a_patient_creation_whose_answer_was_lost_is_never_sent_twice(harness: Harness) -> None:
+    """A second chart is as bad as a second booking: a create whose answer was lost is watched for, never resent."""
+    harness.requires(Capability.CREATE_PATIENT, Capability.FIND_PATIENT_BY_EMAIL)
+    email = f"late.{uuid.uuid4().hex[:10]}@example.com"
+    patient = NewPatient(first_name="Late", last_name="Arrival", email=email, phone="+61412000111")
+    late = int(PATIENCE * 1000 * 2)
+    await harness.fault(
+        FaultKind.APPLY_LATE, method="POST", path_prefix=PATIENT_CREATE_PATH[harness.slug], delay_ms=late
+    )
+    with pytest.raises(OutcomeUnknown):  # not "nothing was made": it may still land
+        await harness.adapter.create_patient(patient)
+    await asyncio.sleep(late / 1000)  # the late create has landed by now
+    await harness.clear_faults()
+    assert len(await harness.adapter.find_patients(PatientQuery(email=email))) == 1
 
 
 async def test_find_booking_finds_nothing_for_a_booking_never_made(harness: Harness) -> None:
