@@ -12,7 +12,7 @@ import httpx
 import msgspec
 
 from adapters import probes, verify
-from adapters.errors import Unsupported
+from adapters.errors import NotFound, Unsupported
 from adapters.pacing import RateLimit
 from adapters.reconcile import reconciled
 from adapters.verify import Written
@@ -73,6 +73,8 @@ class AdapterContext(msgspec.Struct, kw_only=True):
 
 
 _FIND_WINDOW = timedelta(minutes=1)
+# The cursor that asks a change feed for everything it holds: before any EMR's records.
+FULL_LISTING = "2000-01-01T00:00:00Z"
 _FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 S = TypeVar("S", bound=Settings)
 C = TypeVar("C", bound=Credentials)
@@ -101,6 +103,12 @@ class EMRAdapter(ABC, Generic[S, C]):
     # The EMR calls one booking makes with a warm catalog (the gateway pools adapters): each is a safety check, the
     # write or its read-back. The contract suite counts them and bench/overhead checks the gateway adds none.
     min_booking_calls: ClassVar[int]
+    # How many patient records one EMR request can return by id (Cliniko's `q[]=id:=1,2,3`): change detection
+    # fetches the patients a poll touched in batches of this size.
+    patient_batch_size: ClassVar[int] = 1
+    # Whether `changes_since(FULL_LISTING)` lists every appointment of the location, past and future: only then
+    # does a full sync let every patient snapshot come from stored facts (others list a patient's own once).
+    full_listing_complete: ClassVar[bool] = False
 
     async def _reconciled(
         self,
@@ -216,8 +224,24 @@ class EMRAdapter(ABC, Generic[S, C]):
         # The earliest made (ids compared as numbers where they are: "10" is after "9").
         return min(found, key=lambda a: (a.created_at or _FAR_FUTURE, len(a.id), a.id)) if found else None
 
+    async def get_patients(self, patient_ids: list[str]) -> list[Patient]:
+        """The patients that still exist of `patient_ids` (any order, gone ones left out). Default: one read each;
+        an EMR that filters by a list of ids overrides it with `patient_batch_size` per request."""
+        found: list[Patient] = []
+        for patient_id in patient_ids:
+            try:
+                found.append(await self.get_patient(patient_id))
+            except NotFound:
+                continue
+        return found
+
     async def changes_since(self, cursor: str | None) -> ChangeSet:
         raise Unsupported(f"{self.display_name} has no change feed")
+
+    async def full_listing_requests(self) -> int | None:
+        """How many requests `changes_since(FULL_LISTING)` will send, counting this estimate's own: `emr-gateway
+        sync --full` divides it by the paced rate for an ETA. Default None: unknown (progress without an ETA)."""
+        return None
 
     async def check(self) -> None:
         """Prove the credentials and settings work (used by `locations add` and readiness)."""

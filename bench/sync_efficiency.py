@@ -53,7 +53,8 @@ from gateway.storage import sync as db
 from gateway.storage.migrate import upgrade
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
-from gateway.sync.scheduler import lazy_catalog, poll_interval, poll_location, sweep
+from gateway.sync.full import sync_location
+from gateway.sync.scheduler import adaptive_interval, cached_catalog, poll_interval, poll_location, sweep
 from schemas.changes import ChangeSet
 
 UTC = datetime.UTC
@@ -124,6 +125,9 @@ class Measurement(msgspec.Struct, kw_only=True):
     minimum: int
     floor: int
     events: int | None = None  # webhook events the gateway published (polls and sweeps)
+    # Issue 17's ceiling: a quiet poll = the feed floor; a poll or sweep = floor + ceil(patients to read / the
+    # adapter's patient batch) + 1; a full sync = the listing's floor.
+    target: int | None = None
     by_endpoint: dict[str, int] = msgspec.field(default_factory=dict)  # as the adapter's HTTP client sent them
     error: str | None = None
 
@@ -140,13 +144,15 @@ class Row(msgspec.Struct, kw_only=True):
     minimum: int  # what the EMR's page size allows for the records that had to be read
     floor: int  # the fewest this EMR's API allows (filters it lacks force wider listings), with the same pages
     ratio: float | None  # requests / minimum
+    target: int | None  # see Measurement.target
+    meets_target: bool | None
     pages: str
     seconds: Stat  # local wall time
     emulator_cpu_seconds: float | None  # medians over repetitions
     gateway_cpu_seconds: float
     at_emr_limit_seconds: float  # requests / the EMR's documented rate (or the gateway's pacing where none is)
     at_gateway_pacing_seconds: float  # the adapter's own token buckets (burst first), as the gateway paces it
-    per_day_at_default_poll: int | None  # idle feed: what quiet polls alone send a day at the default interval
+    per_day_at_default_poll: int | None  # idle feed: what quiet polls alone send a day at the derived interval
     events: int | None
     errors: int
 
@@ -156,7 +162,7 @@ class RateInfo(msgspec.Struct, kw_only=True):
     per_second: float
     source: str
     gateway_pacing: list[dict[str, float]]
-    default_poll_seconds: float
+    default_poll_seconds: float  # one location's derived interval for a 2-request quiet poll (gateway defaults)
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -207,7 +213,7 @@ def rate_info(slug: str) -> RateInfo:
         per_second=per_second,
         source=source,
         gateway_pacing=pacing,
-        default_poll_seconds=float(cls.default_poll_seconds),
+        default_poll_seconds=round(poll_interval(GatewayConfig(), slug), 2),
     )
 
 
@@ -687,6 +693,7 @@ class Repetition:
         *,
         minimum: int,
         floor: int,
+        target: int | None = None,
     ) -> Measurement:
         probe.sent.clear()
         before, limited_before = await probe.count()
@@ -728,6 +735,7 @@ class Repetition:
             minimum=minimum,
             floor=floor,
             events=events,
+            target=target,
             by_endpoint=dict(probe.sent.most_common()),
             error=error,
         )
@@ -777,12 +785,22 @@ class Repetition:
 
         idle_min, idle_floor = feed_floor(0, 0, 0)
         await self.measure(
-            probe, Kind.IDLE, lambda: self.adapter(http).changes_since(cursor), minimum=idle_min, floor=idle_floor
+            probe,
+            Kind.IDLE,
+            lambda: self.adapter(http).changes_since(cursor),
+            minimum=idle_min,
+            floor=idle_floor,
+            target=idle_floor,
         )
         full_min = patients.requests_for(len(account.patients)) + appointments.requests_for(len(account.appointments))
-        await self.measure(
-            probe, Kind.FULL, lambda: self.adapter(http).changes_since(FULL_CURSOR), minimum=full_min, floor=full_min
-        )
+
+        async def full() -> tuple[int, int]:
+            """`emr-gateway sync --full`: the listing, stored as facts (and, where complete, marked so)."""
+            done = await sync_location(self.store, http, self.config, self.location, full=True)
+            return done.patients + done.appointments, done.events
+
+        await self.measure(probe, Kind.FULL, full, minimum=full_min, floor=full_min, target=full_min)
+        batch = get_adapter_class(account.slug).patient_batch_size
 
         edit, cancel = account.changes(self.number - 1)
         for i in edit:
@@ -800,7 +818,9 @@ class Repetition:
             )
             return feed.listed, await self.poll(http, later)
 
-        await self.measure(probe, Kind.POLL, incremental, minimum=feed_min, floor=feed_fl)
+        to_read = 0 if driver.patients_from_appointments else len(set(cancel) - set(edit))
+        poll_target = feed_fl + math.ceil(to_read / batch) + 1
+        await self.measure(probe, Kind.POLL, incremental, minimum=feed_min, floor=feed_fl, target=poll_target)
 
         sweep_now = datetime.datetime.now(UTC)
         started = account.started_between(sweep_now - SWEEP_WINDOW, sweep_now)
@@ -808,12 +828,18 @@ class Repetition:
         async def daily() -> tuple[int, int]:
             adapter = self.adapter(http)
             events = await sweep(
-                self.store, adapter, self.location, sweep_now - SWEEP_WINDOW, sweep_now, lazy_catalog(adapter)
+                self.store,
+                adapter,
+                self.location,
+                sweep_now - SWEEP_WINDOW,
+                sweep_now,
+                cached_catalog(GatewayConfig(), self.store, adapter),
             )
             return started, events
 
         sweep_min = appointments.requests_for(started)
-        await self.measure(probe, Kind.SWEEP, daily, minimum=sweep_min, floor=sweep_min)
+        sweep_target = sweep_min + math.ceil(started / batch) + 1  # at most one patient per started appointment
+        await self.measure(probe, Kind.SWEEP, daily, minimum=sweep_min, floor=sweep_min, target=sweep_target)
 
 
 def _config(database_url: str) -> GatewayConfig:
@@ -873,6 +899,12 @@ async def run_account(slug: str, size: int, repetitions: int, say: Callable[[str
 # ---------------------------------------------------------------------------------------------- reporting
 
 
+def poll_interval_for(slug: str, requests: int) -> float:
+    """The interval the gateway derives for one location whose quiet poll costs `requests` (default settings)."""
+    cls = get_adapter_class(slug)
+    return adaptive_interval(GatewayConfig(), cls, cls.rate_limits, requests=requests, sharing=1, fill=1.0)
+
+
 def _line(m: Measurement) -> str:
     extra = f" events={m.events}" if m.events is not None else ""
     extra += f" ERROR {m.error}" if m.error else ""
@@ -896,7 +928,9 @@ def summarize(measurements: Sequence[Measurement], rates: dict[str, RateInfo]) -
         floor = int(statistics.median_low([r.floor for r in ok]))
         rate = rates[adapter]
         driver = DRIVERS[adapter]
-        per_day = round(median * 86400 / rate.default_poll_seconds)
+        per_day = round(median * 86400 / poll_interval_for(adapter, median))
+        targets = [r.target for r in ok if r.target is not None]
+        target = int(statistics.median_low(targets)) if targets else None
         events = [r.events for r in ok if r.events is not None]
         emulator_cpu = [r.emulator_cpu_seconds for r in ok if r.emulator_cpu_seconds is not None]
         rows.append(
@@ -912,6 +946,8 @@ def summarize(measurements: Sequence[Measurement], rates: dict[str, RateInfo]) -
                 minimum=minimum,
                 floor=floor,
                 ratio=round(median / minimum, 2) if minimum else None,
+                target=target,
+                meets_target=median <= target if target is not None else None,
                 pages=f"{driver.patients.label()}; {driver.appointments.label()}",
                 seconds=_stat([r.seconds for r in ok]),
                 emulator_cpu_seconds=round(statistics.median(emulator_cpu), 3) if emulator_cpu else None,
@@ -937,6 +973,7 @@ def _duration(seconds: float) -> str:
 def table(rows: Sequence[Row], rates: Sequence[RateInfo]) -> str:
     header = (
         f"{'adapter':<14} {'N':>6} {'sync':<16} {'listed':>7} {'requests':>9} {'min':>6} {'floor':>6} {'ratio':>7} "
+        f"{'target':>7} {'ok':>3} "
         f"{'local s med [min-max]':>24} {'CPU emu|gw s':>13} {'@EMR limit':>11} {'@gw pacing':>11} "
         f"{'req/day@poll':>12}  pages"
     )
@@ -944,6 +981,8 @@ def table(rows: Sequence[Row], rates: Sequence[RateInfo]) -> str:
     for r in rows:
         requests = str(r.requests) if r.requests_min == r.requests_max else f"{r.requests}*"
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
+        target = str(r.target) if r.target is not None else "-"
+        ok = "-" if r.meets_target is None else ("yes" if r.meets_target else "NO")
         local = f"{r.seconds.median:.3f} [{r.seconds.min:.3f}-{r.seconds.max:.3f}]"
         per_day = str(r.per_day_at_default_poll) if r.per_day_at_default_poll is not None else "-"
         emulator = f"{r.emulator_cpu_seconds:.2f}" if r.emulator_cpu_seconds is not None else "?"
@@ -951,17 +990,22 @@ def table(rows: Sequence[Row], rates: Sequence[RateInfo]) -> str:
         errors = f"  ERRORS {r.errors}" if r.errors else ""
         lines.append(
             f"{r.adapter:<14} {r.size:>6} {r.kind:<16} {r.listed:>7} {requests:>9} {r.minimum:>6} {r.floor:>6} "
-            f"{ratio:>7} {local:>24} {cpu:>13} {_duration(r.at_emr_limit_seconds):>11} "
+            f"{ratio:>7} {target:>7} {ok:>3} {local:>24} {cpu:>13} {_duration(r.at_emr_limit_seconds):>11} "
             f"{_duration(r.at_gateway_pacing_seconds):>11} {per_day:>12}  {r.pages}{errors}"
         )
     if any(r.requests_min != r.requests_max for r in rows):
         lines.append("(* request counts differed between repetitions: the median is shown, the JSON has each)")
-    lines += ["", "rates: @EMR limit = requests / rate; @gw pacing = the adapter's token buckets, burst first"]
+    lines += [
+        "",
+        "target (issue 17): quiet poll = floor; poll and sweep = floor + ceil(patients to read / batch) + 1; "
+        "full sync = floor. req/day@poll: quiet polls at the interval the gateway derives for one location",
+        "rates: @EMR limit = requests / rate; @gw pacing = the adapter's token buckets, burst first",
+    ]
     for rate in rates:
         pacing = ", ".join(f"{p['per_second']:g}/s burst {p['burst']:g}" for p in rate.gateway_pacing) or "none"
         lines.append(
             f"  {rate.adapter:<14} {rate.per_second:.3f}/s ({rate.source}); gateway pacing: {pacing}; "
-            f"default poll {rate.default_poll_seconds:g} s"
+            f"derived poll {rate.default_poll_seconds:g} s (one location, 2-request quiet poll)"
         )
     return "\n".join(lines)
 

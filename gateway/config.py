@@ -54,11 +54,18 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     webhook_batch_size: int = 20
     webhook_secret_grace_seconds: float = 86400.0
     webhook_allowed_subnets: tuple[str, ...] = ()
+    # How long a URL's SSRF check is reused (every new connection is checked again at connect time regardless).
+    webhook_target_check_ttl_seconds: float = 10.0
+    # Idle keep-alive connections to receivers close after this: below the 5 s many servers use, so a request is
+    # never written to a connection the receiver is closing.
+    webhook_keepalive_seconds: float = 4.0
     # -- GoHighLevel marketplace webhooks (EGW_GHL_*): public keys, PEM or base64 --
     ghl_ed25519_public_key: str = GHL_ED25519_PUBLIC_KEY
     ghl_rsa_public_key: str = ""
     # -- change detection (EGW_POLL_SECONDS, EGW_SYNC_*) --
-    poll_seconds: float | None = None  # None: each EMR adapter's default_poll_seconds
+    poll_seconds: float | None = None  # None: derived per location from its EMR account's budget (adaptive)
+    poll_budget_share: float = 0.2  # of the account's sustained rate that polls may use: >= 80 % stays for bookings
+    poll_min_seconds: float = 2.0  # adaptive polling never polls a location more often than this
     sync_tick_seconds: float = 5.0  # how often a worker looks for due locations
     sync_sweep_seconds: float = 86400.0
     sync_lease_seconds: float = 30.0  # renewed every third while a poll runs: a dead worker's leases lapse fast
@@ -68,6 +75,13 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
 
 def write_patience(config: GatewayConfig) -> float:
     return config.write_patience_seconds or 2 * config.emr_timeout_seconds
+
+
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _num(env, name, default)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be a fraction above 0 and at most 1, e.g. 0.2")
+    return value
 
 
 def _num(env: Mapping[str, str], name: str, default: float) -> float:
@@ -179,9 +193,15 @@ def load_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
         webhook_batch_size=int(_num(env, "EGW_WEBHOOK_BATCH_SIZE", base.webhook_batch_size)),
         webhook_secret_grace_seconds=_num(env, "EGW_WEBHOOK_SECRET_GRACE_SECONDS", base.webhook_secret_grace_seconds),
         webhook_allowed_subnets=_subnets(env, "EGW_WEBHOOK_ALLOWED_SUBNETS"),
+        webhook_target_check_ttl_seconds=_num(
+            env, "EGW_WEBHOOK_TARGET_CHECK_TTL_SECONDS", base.webhook_target_check_ttl_seconds
+        ),
+        webhook_keepalive_seconds=_num(env, "EGW_WEBHOOK_KEEPALIVE_SECONDS", base.webhook_keepalive_seconds),
         ghl_ed25519_public_key=_ghl_key(env, "EGW_GHL_ED25519_PUBLIC_KEY", base.ghl_ed25519_public_key, load_ed25519),
         ghl_rsa_public_key=_ghl_key(env, "EGW_GHL_RSA_PUBLIC_KEY", base.ghl_rsa_public_key, load_rsa),
         poll_seconds=_num(env, "EGW_POLL_SECONDS", 0.0) if env.get("EGW_POLL_SECONDS") else None,
+        poll_budget_share=_share(env, "EGW_POLL_BUDGET_SHARE", base.poll_budget_share),
+        poll_min_seconds=_num(env, "EGW_POLL_MIN_SECONDS", base.poll_min_seconds),
         sync_tick_seconds=_num(env, "EGW_SYNC_TICK_SECONDS", base.sync_tick_seconds),
         sync_sweep_seconds=_num(env, "EGW_SYNC_SWEEP_SECONDS", base.sync_sweep_seconds),
         sync_lease_seconds=_num(env, "EGW_SYNC_LEASE_SECONDS", base.sync_lease_seconds),

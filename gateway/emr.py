@@ -60,9 +60,14 @@ class EMRPacing:
     def limits_for(self, cls: type[AnyAdapter]) -> tuple[RateLimit, ...]:
         return self.overrides.get(cls.slug, cls.rate_limits)
 
-    def client(self, cls: type[AnyAdapter], credentials: msgspec.Struct, http: httpx.AsyncClient) -> httpx.AsyncClient:
+    @staticmethod
+    def account_key(cls: type[AnyAdapter], credentials: msgspec.Struct) -> str:
+        """The budget's name for these credentials; bucket `i` of the account's limits is `<key>:<i>`."""
         digest = hashlib.sha256(msgspec.json.encode(credentials)).hexdigest()[:32]
-        key = f"emr:{cls.slug}:{digest}"
+        return f"emr:{cls.slug}:{digest}"
+
+    def client(self, cls: type[AnyAdapter], credentials: msgspec.Struct, http: httpx.AsyncClient) -> httpx.AsyncClient:
+        key = self.account_key(cls, credentials)
         limits = self.limits_for(cls)
         return paced_client(http, self.budget, key, limits, max_wait=self.max_wait, emr=cls.display_name)
 

@@ -56,6 +56,9 @@ async def check_location(runtime: Runtime, location: LocationRecord, *, fresh: b
                 next_poll_at=state.next_poll_at,
                 last_error=state.last_error,
                 consecutive_failures=state.consecutive_failures,
+                poll_interval_seconds=state.poll_interval_seconds,
+                poll_requests=state.poll_requests,
+                facts_complete=state.facts_complete_at is not None,
             )
             if state
             else None

@@ -23,6 +23,10 @@ def render() -> str:
     lines.append("| request budget per account (burst + rate) | " + " | ".join(budgets) + " |")
     calls = [str(registry[s].min_booking_calls) if Capability.BOOK in registry[s].capabilities else "-" for s in slugs]
     lines.append("| EMR calls per booking (warm catalog) | " + " | ".join(calls) + " |")
+    batches = [str(registry[s].patient_batch_size) for s in slugs]
+    lines.append("| patients per read (change detection's `patient_batch_size`) | " + " | ".join(batches) + " |")
+    complete = ["yes" if registry[s].full_listing_complete else "no" for s in slugs]
+    lines.append("| `sync --full` stores every appointment (`full_listing_complete`) | " + " | ".join(complete) + " |")
     lines.append("| verified against | " + " | ".join(registry[s].verified_against for s in slugs) + " |")
     return "\n".join(lines)
 

@@ -29,6 +29,10 @@ class SyncHealth(Out):
     next_poll_at: datetime | None = None
     last_error: str | None = None
     consecutive_failures: int = 0
+    # The interval the gateway derived from the EMR account's rate budget and its headroom (or EGW_POLL_SECONDS).
+    poll_interval_seconds: float | None = None
+    poll_requests: int | None = None  # EMR requests the last poll sent
+    facts_complete: bool = False  # a full sync stored every appointment: snapshots cost no appointment read
 
 
 class ContractChange(Out):

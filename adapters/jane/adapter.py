@@ -11,7 +11,8 @@ the calendar pre-check, the hold, the calendar check for a rival hold, the book 
 list when the end is derived, and the admin page for the CSRF token once per adapter). Verification compares the
 read-back (the book step's answer only if the read-back fails) with what was asked: the start, and the end as the
 caller gave it or as the treatment's `scheduled_duration` minutes make it. A reschedule reads the appointment, checks
-the calendar, moves it and reads it back (4 calls).
+the calendar, moves it and reads it back (4 calls). A catalog (practitioners, services, locations) is 3 calls: the
+staff list is read once for both practitioners and services (issue 17), the treatments and the locations once.
 
 No hold outlives its booking (`DELETE /admin/api/v2/appointments/{id}` releases one), and nothing is sent twice to
 create one:
@@ -63,7 +64,9 @@ UNCONFIRMED facts and the side taken (evidence-2026-11 §4.2 and §7; notes emr-
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -120,6 +123,9 @@ LOOKUP_LIMIT = 25
 LIST_AHEAD_DAYS = 90
 INACTIVE = frozenset({"cancelled", "archived"})
 FIND_WINDOW = timedelta(minutes=1)
+# How long one read of the staff list serves this instance: long enough for one catalog (practitioners, services),
+# well under the gateway's catalog cache (60 s by default), so a re-read catalog is a fresh one.
+STAFF_SECONDS = 30.0
 
 
 def _id(value: str, field: str) -> int:
@@ -206,6 +212,8 @@ class JaneAdapter(EMRAdapter[JaneSettings, JaneCredentials]):
         self.location = int(settings.location_id)
         self.zone = ZoneInfo(context.time_zone)
         self._treatments: dict[int, wire.Treatment] | None = None
+        self._staff_read: tuple[float, list[wire.StaffMember]] | None = None  # (monotonic time, staff): see _staff
+        self._staff_lock = asyncio.Lock()
 
     @property
     def retry(self) -> RetryPolicy:
@@ -764,9 +772,19 @@ class JaneAdapter(EMRAdapter[JaneSettings, JaneCredentials]):
 
     # ------------------------------------------------------------------------------------------------ catalog
 
-    async def _staff(self) -> list[wire.StaffMember]:
-        staff = await self.client.get_list(STAFF, "staff_members", wire.StaffMember)
-        return [s for s in staff if not s.location_ids or self.location in s.location_ids]
+    async def _staff(self, *, fresh: bool = False) -> list[wire.StaffMember]:
+        """This location's staff, read once per catalog: practitioners and services both need the list (services
+        link their practitioners through it), and the gateway asks for them together, even at once. Kept on the
+        instance for `STAFF_SECONDS` only, so a catalog the gateway re-reads later sees staff changes; `fresh` (what
+        `locations verify` observes) reads it now."""
+        async with self._staff_lock:
+            memo = self._staff_read
+            if not fresh and memo is not None and time.monotonic() - memo[0] < STAFF_SECONDS:
+                return memo[1]
+            staff = await self.client.get_list(STAFF, "staff_members", wire.StaffMember)
+            here = [s for s in staff if not s.location_ids or self.location in s.location_ids]
+            self._staff_read = (time.monotonic(), here)
+            return here
 
     async def list_practitioners(self) -> list[Practitioner]:
         return [mapping.practitioner_of(s) for s in await self._staff()]
@@ -950,7 +968,7 @@ class JaneAdapter(EMRAdapter[JaneSettings, JaneCredentials]):
             source=source,
         )
         try:
-            staff = await self._staff()
+            staff = await self._staff(fresh=True)
         except ContractChanged as exc:
             broken = f"{exc.problem} at {exc.path}"
             return [msgspec.structs.replace(c, observed=broken, agrees=False) for c in (link, name)]

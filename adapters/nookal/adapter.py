@@ -6,7 +6,9 @@ by searching the location's calendar (by patient when it knows the patient), che
 before every write that takes a slot, sends `allow_overlap_bookings=0`, reconciles writes whose answer was lost,
 and polls `last_modified` for changes. Times go to and from Nookal as the clinic's wall clock (a date and a start
 time, no offset) in the clinic's Nookal zone (`Timezone` from `getLocations`; the location's time_zone when Nookal
-gives none), converted with zoneinfo.
+gives none), converted with zoneinfo. `getLocations` is read once an hour per API key for the whole process
+(adapters/nookal/locations.py; `check()` and `observed_settings()` read it afresh), so a quiet poll costs 2 requests
+(patients and appointments by `last_modified`) and the first poll of a new location none (issue 17).
 
 Every booking and reschedule is verified (adapters/verify.py) against a read-back: Nookal answers a booking with
 an id only, so the adapter reads the appointment back and maps it from Nookal's own stored date, start and end times
@@ -18,9 +20,9 @@ meeting anything there is moved back. A read-back that cannot run is not "no con
 (the move undone) and the caller gets `Unavailable`; if that undo fails too, `OutcomeUnknown`.
 
 A booking costs 3 Nookal calls: the calendar pre-check (`getAppointments` by practitioner and date),
-`addAppointmentBooking`, and the read-back/race check; a fresh adapter adds `getLocations` and
-`getAppointmentTypes` once. A reschedule reads the appointment (one `getAppointments` by patient when the adapter
-knows the patient, else a search over date windows), checks the calendar, `rebookAppointment`s and reads the
+`addAppointmentBooking`, and the read-back/race check; a fresh adapter adds `getAppointmentTypes` once (and
+`getLocations` once an hour per key). A reschedule reads the appointment (one `getAppointments` by patient when the
+adapter knows the patient, else a search over date windows), checks the calendar, `rebookAppointment`s and reads the
 calendar back (4 at least), or, where Nookal lacks rebook, books through the raw `_book` (3 more calls), then
 cancels the original (`previous` is the appointment before the move). The zone cannot be caught by a read-back
 (Nookal stores and returns the same wall time), so `observed_settings()` compares the location's time_zone with
@@ -128,6 +130,7 @@ from adapters.http import DEFAULT_RETRY, RetryPolicy
 from adapters.markers import operation_of, with_marker, without_marker
 from adapters.nookal import mapping, wire
 from adapters.nookal.client import MethodUnavailable, NookalClient, NookalFailure
+from adapters.nookal.locations import LOCATIONS, account_of
 from adapters.nookal.settings import NookalCredentials, NookalSettings
 from adapters.pacing import RateLimit
 from adapters.reconcile import AmbiguousWrite
@@ -206,6 +209,7 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
     }
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=2.0, burst=5),)
     min_booking_calls: ClassVar[int] = 3  # pre-check, create, post-check (the calendar again: no read by id)
+    full_listing_complete: ClassVar[bool] = True  # every patient and this location's appointments by `last_modified`
     reissues_ids: ClassVar[bool] = True  # a reschedule may fall back to book-then-cancel
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
@@ -236,7 +240,7 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
     ) -> None:
         super().__init__(settings, credentials, http, context)
         self.client = NookalClient(http, settings, credentials, DEFAULT_RETRY)
-        self._location: wire.Location | None = None
+        self._account = account_of(self.client.base_url, credentials.api_key)
         self._durations: dict[str, int] = {}
         self._patients: OrderedDict[str, str] = OrderedDict()  # appointment id -> patient id (ids only)
         self._rebook_works = True
@@ -255,20 +259,25 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
     def location_id(self) -> str:
         return self.settings.location_id
 
-    async def _get_location(self) -> wire.Location:
-        """This location from getLocations; a key that does not list it does not cover it."""
-        if self._location is None:
-            found = await self.client.read_all("getLocations", wire.Locations, lambda r: r.locations)
-            for location in found:
-                if mapping.ident(location.ID) == self.location_id:
-                    self._location = location
-                    break
-            else:
-                raise AuthFailed(
-                    f"the Nookal API key does not cover location {self.location_id}: tick that location on the key "
-                    "(Nookal Setup → Connections → API Keys) or check the location's location_id"
-                )
-        return self._location
+    async def _read_locations(self) -> list[wire.Location]:
+        return await self.client.read_all("getLocations", wire.Locations, lambda r: r.locations)
+
+    async def _get_location(self, *, fresh: bool = False) -> wire.Location:
+        """This location from getLocations; a key that does not list it does not cover it. Shared by every instance
+        of the key for an hour (adapters/nookal/locations.py), so a poll does not re-read it; `fresh` reads it now
+        and refreshes what the others see."""
+        if fresh:
+            found = await self._read_locations()
+            LOCATIONS.put(self._account, found)
+            location = next((loc for loc in found if mapping.ident(loc.ID) == self.location_id), None)
+        else:
+            location = await LOCATIONS.get(self._account, self.location_id, self._read_locations)
+        if location is None:
+            raise AuthFailed(
+                f"the Nookal API key does not cover location {self.location_id}: tick that location on the key "
+                "(Nookal Setup → Connections → API Keys) or check the location's location_id"
+            )
+        return location
 
     async def _zone(self) -> ZoneInfo:
         location = await self._get_location()
@@ -897,8 +906,8 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
         return [mapping.location_of(await self._get_location())]
 
     async def check(self) -> None:
-        """Reads getLocations: proves the key and that it covers `location_id`."""
-        await self._get_location()
+        """Reads getLocations afresh (never the shared copy): proves the key and that it covers `location_id`."""
+        await self._get_location(fresh=True)
 
     # ------------------------------------------------------------------------------------------------ verify
 
@@ -928,7 +937,7 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
     async def observed_settings(self) -> list[SettingCheck]:
         """The zone the location is configured with against the `Timezone` Nookal shows for it, and whether existing
         appointments last their type's `Duration` read as minutes (read-only: the last 4 weeks and the next one)."""
-        shown = mapping.text((await self._get_location()).Timezone)
+        shown = mapping.text((await self._get_location(fresh=True)).Timezone)
         configured = self.context.time_zone
         zone = SettingCheck(
             setting="time_zone",
@@ -1020,10 +1029,10 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
         With no cursor the feed starts now. The cursor is an RFC 3339 UTC instant; Nookal is asked in clinic-local
         wall time. Repeats are harmless (the caller compares snapshots); misses are not.
         """
-        zone = await self._zone()
-        if cursor is None:
+        if cursor is None:  # no EMR request: the cursor is an instant, and the zone is needed only from here on
             now = dt.datetime.now(dt.UTC).replace(microsecond=0)
             return ChangeSet(patients=[], appointments=[], cursor=now.isoformat().replace("+00:00", "Z"))
+        zone = await self._zone()
         try:
             since = dt.datetime.fromisoformat(cursor.replace("Z", "+00:00"))
         except ValueError:

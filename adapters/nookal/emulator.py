@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import secrets
 import threading
 import time
 import zoneinfo
@@ -156,7 +157,7 @@ class NookalEmulator(Emulator):
         self,
         seed: EmulatorSeed,
         *,
-        api_key: str = DEFAULT_API_KEY,
+        api_key: str | None = None,
         extra_keys: dict[str, list[int]] | None = None,
         rebook: RebookMode = "in_place",
         country: str = "Australia",
@@ -180,6 +181,9 @@ class NookalEmulator(Emulator):
         self.appointments: dict[str, AppointmentRec] = {}
         self.disabled_keys: set[str] = set()
         self._seed()
+        # Each emulated account has its own key, as each Nookal account does: the adapter shares what getLocations
+        # showed per base URL and key for the whole process, and a later emulator may be served at a reused port.
+        api_key = api_key or f"{DEFAULT_API_KEY}-{secrets.token_hex(6)}"
         # key -> the locations ticked on it (by index into the seeded businesses)
         self.keys: dict[str, set[str]] = {api_key: set(self.locations)}
         ordered = list(self.locations)
@@ -622,6 +626,13 @@ class NookalEmulator(Emulator):
         with self._lock:
             rec = self.appointments[appointment_id]
             rec.arrived, rec.dna = arrived, dna
+            rec.modified = self._stamp(rec.modified)
+
+    def edit_location(self, location_id: str, *, time_zone: str) -> None:
+        """The clinic moves the location to another zone in Nookal's settings (its wall times stay as stored)."""
+        with self._lock:
+            rec = self.locations[location_id]
+            rec.time_zone = time_zone
             rec.modified = self._stamp(rec.modified)
 
     def edit_patient(self, patient_id: str, *, email: str | None = None, mobile: str | None = None) -> None:

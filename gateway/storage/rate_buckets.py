@@ -80,6 +80,12 @@ def _penalize_sql(backend: str) -> str:
     )
 
 
+def _fill_sql(backend: str) -> str:
+    refilled = _refilled(backend)
+    # Fixed fragments per dialect; every value is a bound parameter.
+    return f"SELECT {refilled} AS tokens FROM rate_buckets WHERE key = :key"  # noqa: S608
+
+
 class StoredBudget:
     """`adapters.pacing.Budget` kept in the gateway's database (one upsert per decision), with batches for
     `adapters.pacing.LeasedBudget`; also the per-API-key limiter's shared bucket (`max_wait=0`)."""
@@ -90,6 +96,14 @@ class StoredBudget:
         self._batch = text(_batch_sql(store.backend))
         self._give_back = text(_give_back_sql(store.backend))
         self._penalize = text(_penalize_sql(store.backend))
+        self._fill = text(_fill_sql(store.backend))
+
+    async def fill(self, key: str, limit: RateLimit) -> float:
+        """How full the bucket is now (0..1; 1 when unused): a read, for the poll interval's headroom."""
+        params = {"key": key, "burst": float(limit.burst), "rate": limit.per_second}
+        async with self.store.engine.connect() as conn:
+            tokens = (await conn.execute(self._fill, params)).scalar_one_or_none()
+        return 1.0 if tokens is None else max(0.0, min(1.0, float(tokens) / limit.burst))
 
     async def reserve(self, key: str, limit: RateLimit, max_wait: float) -> Grant:
         params = {"key": key, "burst": float(limit.burst), "rate": limit.per_second}

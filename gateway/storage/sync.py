@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,21 +27,34 @@ class SyncState(msgspec.Struct, frozen=True, kw_only=True):
     last_sweep_at: datetime | None
     last_error: str | None
     consecutive_failures: int
+    facts_complete_at: datetime | None = None
+    poll_interval_seconds: float | None = None
+    poll_requests: int | None = None
+    account_key: str | None = None
 
 
 class StoredAppointment(msgspec.Struct, frozen=True, kw_only=True):
+    """An appointment's last seen state; the facts after `emr_updated_at` are what a snapshot shows of it (null on
+    rows stored before migration 0012: such a row is not a usable fact)."""
+
     patient_id: str
     status: str
     start: datetime
     practitioner_id: str
     digest: str
     emr_updated_at: datetime | None
+    end_at: datetime | None = None
+    service_id: str | None = None
+    time_zone: str | None = None
+    emr_location_id: str | None = None
+    cancel_reason: str | None = None
 
 
 class StoredSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     digest: str
     source_updated_at: datetime | None
     patient_updated_at: datetime | None
+    appointments_known: bool = False
 
 
 class LeaseLost(Exception):
@@ -138,9 +151,19 @@ async def release(
     polled_at: datetime | None = None,
     swept_at: datetime | None = None,
     error: str | None = None,
+    interval: float | None = None,
+    requests: int | None = None,
+    account_key: str | None = None,
 ) -> None:
-    """Ends this worker's lease and schedules the next poll; an error counts towards the backoff."""
+    """Ends this worker's lease and schedules the next poll; an error counts towards the backoff. `interval` and
+    `requests` (what the poll sent) are kept for /v1/health and the next interval's derivation."""
     values: dict[str, Any] = {"lease_owner": None, "lease_until": None, "next_poll_at": next_poll_at}
+    if interval is not None:
+        values["poll_interval_seconds"] = interval
+    if requests is not None:
+        values["poll_requests"] = requests
+    if account_key is not None:
+        values["account_key"] = account_key
     if polled_at is not None:
         values["last_poll_at"] = polled_at
     if swept_at is not None:
@@ -168,6 +191,32 @@ async def advance_cursor(conn: AsyncConnection, location_id: str, worker_id: str
         raise LeaseLost(location_id)
 
 
+async def locations_sharing(store: Store, account_key: str) -> int:
+    """How many polled locations may draw on one EMR account's budget: those known to use it, plus those not yet
+    polled (their account is unknown until then, so they are assumed to share it: a new fleet starts slow, never
+    in a burst)."""
+    c = sync_state.c
+    async with store.engine.connect() as conn:
+        count = (
+            await conn.execute(
+                select(func.count())
+                .select_from(sync_state)
+                .where(or_(c.account_key == account_key, c.account_key.is_(None)))
+            )
+        ).scalar_one()
+    return max(1, int(count))
+
+
+async def set_cursor(store: Store, location_id: str, cursor: str, *, only_if_unset: bool) -> None:
+    """A sync outside the worker's lease (`emr-gateway sync`) moves the cursor too; a full listing only gives a
+    location its first one. A poll racing it may set an older cursor back: that re-reads, which digests absorb."""
+    condition = [sync_state.c.location_id == location_id]
+    if only_if_unset:
+        condition.append(sync_state.c.cursor.is_(None))
+    async with store.write() as conn:
+        await conn.execute(update(sync_state).where(*condition).values(cursor=cursor))
+
+
 async def load_appointments(
     conn: AsyncConnection, location_id: str, appointment_ids: Iterable[str]
 ) -> dict[str, StoredAppointment]:
@@ -177,17 +226,40 @@ async def load_appointments(
     a = appointment_states.c
     query = select(appointment_states).where(a.location_id == location_id, a.appointment_id.in_(ids))
     rows = await conn.execute(query)
-    return {
-        row.appointment_id: StoredAppointment(
-            patient_id=row.patient_id,
-            status=row.status,
-            start=row.start,
-            practitioner_id=row.practitioner_id,
-            digest=row.digest,
-            emr_updated_at=row.emr_updated_at,
-        )
-        for row in rows
-    }
+    return {row.appointment_id: _stored(row) for row in rows}
+
+
+def _stored(row: Any) -> StoredAppointment:
+    return StoredAppointment(**{name: getattr(row, name) for name in StoredAppointment.__struct_fields__})
+
+
+async def load_patient_appointments(
+    conn: AsyncConnection, location_id: str, patient_ids: Iterable[str]
+) -> dict[str, dict[str, StoredAppointment]]:
+    """Every stored appointment of these patients here, by patient and appointment id."""
+    ids = list(set(patient_ids))
+    found: dict[str, dict[str, StoredAppointment]] = {patient_id: {} for patient_id in ids}
+    a = appointment_states.c
+    for at in range(0, len(ids), 500):  # bound the IN list
+        query = select(appointment_states).where(a.location_id == location_id, a.patient_id.in_(ids[at : at + 500]))
+        for row in await conn.execute(query):
+            found[row.patient_id][row.appointment_id] = _stored(row)
+    return found
+
+
+async def forget_patients(conn: AsyncConnection, location_id: str, patient_ids: Iterable[str]) -> None:
+    """A patient the EMR no longer has: their stored appointment facts and snapshot digest go too."""
+    ids = list(set(patient_ids))
+    for at in range(0, len(ids), 500):
+        part = ids[at : at + 500]
+        a, s = appointment_states.c, patient_snapshots.c
+        await conn.execute(delete(appointment_states).where(a.location_id == location_id, a.patient_id.in_(part)))
+        await conn.execute(delete(patient_snapshots).where(s.location_id == location_id, s.patient_id.in_(part)))
+
+
+async def mark_facts_complete(conn: AsyncConnection, location_id: str, now: datetime) -> None:
+    """A full listing stored every appointment here: from now on every patient's snapshot comes from stored facts."""
+    await conn.execute(update(sync_state).where(sync_state.c.location_id == location_id).values(facts_complete_at=now))
 
 
 async def load_snapshots(
@@ -200,29 +272,55 @@ async def load_snapshots(
     rows = await conn.execute(select(patient_snapshots).where(s.location_id == location_id, s.patient_id.in_(ids)))
     return {
         row.patient_id: StoredSnapshot(
-            digest=row.digest, source_updated_at=row.source_updated_at, patient_updated_at=row.patient_updated_at
+            digest=row.digest,
+            source_updated_at=row.source_updated_at,
+            patient_updated_at=row.patient_updated_at,
+            appointments_known=row.appointments_known,
         )
         for row in rows
     }
 
 
-async def save_appointment(
-    conn: AsyncConnection, location_id: str, appointment_id: str, state: StoredAppointment, now: datetime
+async def save_appointments(
+    conn: AsyncConnection, location_id: str, states: list[tuple[str, StoredAppointment]], now: datetime
 ) -> None:
-    values = {**msgspec.structs.asdict(state), "updated_at": now}
-    await conn.execute(
-        _insert(conn, appointment_states)
-        .values(location_id=location_id, appointment_id=appointment_id, **values)
-        .on_conflict_do_update(index_elements=["location_id", "appointment_id"], set_=values)
-    )
+    """Upserts in one statement per 500 rows (a full sync stores thousands: one round trip each held the write
+    lock for seconds)."""
+    if not states:
+        return
+    fields = [*StoredAppointment.__struct_fields__, "updated_at"]
+    for at in range(0, len(states), 500):
+        rows = [
+            {
+                "location_id": location_id,
+                "appointment_id": appointment_id,
+                **msgspec.structs.asdict(state),
+                "updated_at": now,
+            }
+            for appointment_id, state in states[at : at + 500]
+        ]
+        stmt = _insert(conn, appointment_states).values(rows)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["location_id", "appointment_id"], set_={f: stmt.excluded[f] for f in fields}
+            )
+        )
 
 
-async def save_snapshot(
-    conn: AsyncConnection, location_id: str, patient_id: str, snapshot: StoredSnapshot, now: datetime
+async def save_snapshots(
+    conn: AsyncConnection, location_id: str, snapshots: list[tuple[str, StoredSnapshot]], now: datetime
 ) -> None:
-    values = {**msgspec.structs.asdict(snapshot), "updated_at": now}
-    await conn.execute(
-        _insert(conn, patient_snapshots)
-        .values(location_id=location_id, patient_id=patient_id, **values)
-        .on_conflict_do_update(index_elements=["location_id", "patient_id"], set_=values)
-    )
+    if not snapshots:
+        return
+    fields = [*StoredSnapshot.__struct_fields__, "updated_at"]
+    for at in range(0, len(snapshots), 500):
+        rows = [
+            {"location_id": location_id, "patient_id": patient_id, **msgspec.structs.asdict(snap), "updated_at": now}
+            for patient_id, snap in snapshots[at : at + 500]
+        ]
+        stmt = _insert(conn, patient_snapshots).values(rows)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["location_id", "patient_id"], set_={f: stmt.excluded[f] for f in fields}
+            )
+        )

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -208,7 +209,12 @@ sync_state = Table(
     Column("last_sweep_at", UTCDateTime, nullable=True),
     Column("last_error", String(200), nullable=True),
     Column("consecutive_failures", Integer, nullable=False),
+    Column("facts_complete_at", UTCDateTime, nullable=True),  # a full listing made every appointment here known
+    Column("poll_interval_seconds", Float(precision=53), nullable=True),  # derived from the budget (migration 0012)
+    Column("poll_requests", Integer, nullable=True),  # EMR requests the last poll sent
+    Column("account_key", String(80), nullable=True),  # the EMR account's budget key (a digest, never the secret)
     Index("ix_sync_state_next_poll_at", "next_poll_at"),
+    Index("ix_sync_state_account_key", "account_key"),
 )
 
 # The digest of the last patient snapshot published: an equal digest means nothing a subscriber sees changed.
@@ -220,11 +226,13 @@ patient_snapshots = Table(
     Column("digest", String(64), nullable=False),
     Column("source_updated_at", UTCDateTime, nullable=True),  # newest EMR updated_at the snapshot was built from
     Column("patient_updated_at", UTCDateTime, nullable=True),  # the patient record's own, to skip re-reads
+    Column("appointments_known", Boolean, nullable=False, server_default=false()),  # all of theirs are stored
     Column("updated_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("location_id", "patient_id"),
 )
 
-# The last seen status/start of each appointment: tells booked / rescheduled / cancelled / no-show from mere edits.
+# The last seen state of each appointment: tells booked / rescheduled / cancelled / no-show from mere edits, and holds
+# what a patient snapshot shows of it (no names or contact details), so a snapshot costs no appointment read.
 appointment_states = Table(
     "appointment_states",
     metadata,
@@ -237,7 +245,13 @@ appointment_states = Table(
     Column("digest", String(64), nullable=False),
     Column("emr_updated_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("end_at", UTCDateTime, nullable=True),  # facts (migration 0012); null on rows stored before it
+    Column("service_id", String(64), nullable=True),
+    Column("time_zone", String(64), nullable=True),
+    Column("emr_location_id", String(64), nullable=True),
+    Column("cancel_reason", String(32), nullable=True),
     PrimaryKeyConstraint("location_id", "appointment_id"),
+    Index("ix_appointment_states_patient", "location_id", "patient_id"),
 )
 
 # -- GoHighLevel (migration 0004) --

@@ -20,13 +20,15 @@ import httpx
 
 from adapters.base import Capability
 from adapters.errors import AdapterError, ContractChanged, RateLimited
+from adapters.pacing import Budget, Grant, LocalBudget, RateLimit
 from adapters.registry import get_adapter_class
 from gateway import emr_contract
-from gateway.catalog import Catalog
+from gateway.catalog import Catalog, CatalogCache
 from gateway.config import GatewayConfig, write_patience
 from gateway.emr import AnyAdapter, EMRPacing, build_adapter
 from gateway.logsafe import log_unexpected
 from gateway.storage import sync as db
+from gateway.storage.rate_buckets import StoredBudget
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
 from gateway.sync.detector import detect
@@ -38,10 +40,55 @@ log = logging.getLogger("gateway.sync")
 
 
 def poll_interval(config: GatewayConfig, emr: str) -> float:
-    """EGW_POLL_SECONDS if set, else the adapter's own default (chosen for its EMR's rate budget)."""
+    """Before a location's first poll: EGW_POLL_SECONDS if set, else what a quiet poll alone would be given."""
     if config.poll_seconds is not None:
         return config.poll_seconds
-    return float(get_adapter_class(emr).default_poll_seconds)
+    cls = get_adapter_class(emr)
+    limits = EMRPacing(LocalBudget(), config.emr_rate_limits, 0.0).limits_for(cls)
+    return adaptive_interval(config, cls, limits, requests=2, sharing=1, fill=1.0)
+
+
+def adaptive_interval(
+    config: GatewayConfig,
+    cls: type[AnyAdapter],
+    limits: tuple[RateLimit, ...],
+    *,
+    requests: int,
+    sharing: int,
+    fill: float,
+) -> float:
+    """How long until a location polls again, so that all the account's locations together spend at most
+    `poll_budget_share` of its tightest sustained rate: `requests` (what the last poll sent) x `sharing` (locations
+    on the account) / (share x rate). Polls back off when the account's bucket is under half full (bookings need
+    it), up to 4x at an empty bucket: a burst empties it for seconds, so a harder backoff would leave a location
+    unpolled for many minutes after one busy moment. EGW_POLL_SECONDS, if set, wins; an unpaced EMR keeps its
+    adapter default."""
+    if config.poll_seconds is not None:
+        return config.poll_seconds
+    if not limits:
+        return float(cls.default_poll_seconds)
+    rate = min(limit.per_second for limit in limits)
+    interval = max(1, requests) * max(1, sharing) / (config.poll_budget_share * rate)
+    if fill < 0.5:
+        interval *= 0.5 / max(fill, 0.125)
+    return min(max(interval, config.poll_min_seconds), config.sync_max_backoff_seconds)
+
+
+class _Counted:
+    """The budget one poll draws on, counting the requests it lets through (the first bucket is asked once per
+    request): the next interval is derived from what the poll really cost."""
+
+    def __init__(self, inner: Budget) -> None:
+        self.inner = inner
+        self.requests = 0
+
+    async def reserve(self, key: str, limit: RateLimit, max_wait: float) -> Grant:
+        if key.endswith(":0"):
+            self.requests += 1
+        return await self.inner.reserve(key, limit, max_wait)
+
+    async def penalize(self, key: str, limit: RateLimit, seconds: float) -> None:
+        await self.inner.penalize(key, limit, seconds)
 
 
 def backoff(config: GatewayConfig, interval: float, failures: int, error: Exception) -> float:
@@ -51,20 +98,21 @@ def backoff(config: GatewayConfig, interval: float, failures: int, error: Except
     return min(max(interval, 1.0) * 2.0 ** min(failures, 16), config.sync_max_backoff_seconds)
 
 
-def lazy_catalog(adapter: AnyAdapter) -> CatalogSource:
-    """At most one catalog fetch per location and pass, and none when nothing changed."""
-    cached: list[Catalog] = []
+POLL_CATALOG_TTL = timedelta(minutes=15)
+_CATALOGS: weakref.WeakKeyDictionary[Store, CatalogCache] = weakref.WeakKeyDictionary()
+
+
+def cached_catalog(config: GatewayConfig, store: Store, adapter: AnyAdapter) -> CatalogSource:
+    """The location's catalog from a per-process cache, read only when a poll found a change and kept for
+    POLL_CATALOG_TTL (or EGW_CATALOG_TTL_SECONDS if longer): a renamed practitioner may show under the old name in
+    events for that long, and frequent polls do not spend the budget on the catalog."""
+    cache = _CATALOGS.get(store)
+    if cache is None:
+        cache = _CATALOGS[store] = CatalogCache(max(config.catalog_ttl_seconds, POLL_CATALOG_TTL.total_seconds()))
+    location_id = adapter.context.location_id
 
     async def get() -> Catalog:
-        if not cached:
-            cached.append(
-                Catalog(
-                    practitioners=await adapter.list_practitioners(),
-                    services=await adapter.list_services(),
-                    locations=await adapter.list_locations(),
-                )
-            )
-        return cached[0]
+        return await cache.get(location_id, adapter)
 
     return get
 
@@ -110,6 +158,8 @@ async def poll_location(
         await db.release(store, location.id, worker_id, next_poll_at=later)
         return 0
     interval = poll_interval(config, location.emr)
+    if config.poll_seconds is None and state.poll_interval_seconds:
+        interval = state.poll_interval_seconds  # the last derived one: an error's backoff starts from it
     heartbeat = asyncio.create_task(_keep_lease(store, location.id, worker_id, config.sync_lease_seconds))
     try:
         return await _poll(store, http, config, state, worker_id, location, interval, now)
@@ -142,6 +192,8 @@ async def _poll(
     interval: float,
     now: datetime,
 ) -> int:
+    shared = _pacing(config, store)
+    counted = _Counted(shared.budget)
     try:
         adapter = build_adapter(
             location.emr,
@@ -151,10 +203,10 @@ async def _poll(
             location_id=location.id,
             time_zone=location.time_zone,
             store=store,
-            pacing=_pacing(config, store),
+            pacing=EMRPacing(counted, shared.overrides, shared.max_wait),
             write_patience_seconds=write_patience(config),
         )
-        catalog = lazy_catalog(adapter)
+        catalog = cached_catalog(config, store, adapter)
         changes = await adapter.changes_since(state.cursor)
         found = await detect(store, adapter, location, changes, catalog=catalog, now=now, worker_id=worker_id)
         published = len(found.events)
@@ -179,6 +231,17 @@ async def _poll(
                 await emr_contract.note(store, location.id, exc, emr=location.emr)
         await db.release(store, location.id, worker_id, next_poll_at=now + timedelta(seconds=delay), error=error)
         return 0
+    cls = type(adapter)
+    account = EMRPacing.account_key(cls, adapter.credentials)
+    limits = shared.limits_for(cls)
+    interval = adaptive_interval(
+        config,
+        cls,
+        limits,
+        requests=counted.requests,
+        sharing=await db.locations_sharing(store, account) if limits else 1,
+        fill=await _fill(store, account, limits),
+    )
     await db.release(
         store,
         location.id,
@@ -186,8 +249,19 @@ async def _poll(
         next_poll_at=now + timedelta(seconds=interval),
         polled_at=now,
         swept_at=swept_at,
+        interval=interval,
+        requests=counted.requests,
+        account_key=account,
     )
     return published
+
+
+async def _fill(store: Store, account: str, limits: tuple[RateLimit, ...]) -> float:
+    """How full the account's tightest bucket is (1.0 when unpaced or unused)."""
+    if not limits:
+        return 1.0
+    index = min(range(len(limits)), key=lambda i: limits[i].per_second)
+    return await StoredBudget(store).fill(f"{account}:{index}", limits[index])
 
 
 async def tick(store: Store, http: httpx.AsyncClient, config: GatewayConfig, worker_id: str) -> int:

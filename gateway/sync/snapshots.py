@@ -1,4 +1,7 @@
-"""The patient snapshot `patient.updated` carries, built from the EMR, and the digest that decides if it changed.
+"""The patient snapshot `patient.updated` carries, and the digest that decides if it changed.
+
+Built from the patient's record and their appointments at this location; the detector supplies the appointments
+from the facts the gateway stores (`gateway.storage.sync`), so a snapshot costs no appointment read.
 
 Definitions (documented in docs/change-detection.md):
 - last appointment: the latest one that started before now, whatever its status (so a subscriber sees that the
@@ -16,11 +19,8 @@ from datetime import datetime
 
 import msgspec
 
-from adapters.errors import NotFound
 from gateway.catalog import Catalog
-from gateway.emr import AnyAdapter
 from schemas.appointments import Appointment, AppointmentStatus
-from schemas.commands import AppointmentQuery
 from schemas.patients import Patient
 from schemas.webhooks import AppointmentSummary, PatientSnapshot
 
@@ -90,24 +90,10 @@ def snapshot_of(patient: Patient, appointments: list[Appointment], catalog: Cata
     )
 
 
-async def build_snapshot(
-    adapter: AnyAdapter,
-    patient_id: str,
-    catalog: CatalogSource,
-    now: datetime,
-    *,
-    patient: Patient | None = None,
-) -> BuiltSnapshot | None:
-    """Two EMR reads (the patient unless given, and the patient's appointments, paged); None if the patient is gone."""
-    try:
-        if patient is None:
-            patient = await adapter.get_patient(patient_id)
-        appointments = await adapter.list_appointments(AppointmentQuery(patient_id=patient_id))
-    except NotFound:
-        return None
-    mine = [a for a in appointments if a.location_id == adapter.context.location_id]
-    snapshot = snapshot_of(patient, mine, await catalog(), now)
-    stamps = [s for s in [patient.updated_at, *(a.updated_at for a in mine)] if s is not None]
+def built(patient: Patient, appointments: list[Appointment], catalog: Catalog, now: datetime) -> BuiltSnapshot:
+    """The snapshot of `patient` from their appointments at this location, with its digest and newest source stamp."""
+    snapshot = snapshot_of(patient, appointments, catalog, now)
+    stamps = [s for s in [patient.updated_at, *(a.updated_at for a in appointments)] if s is not None]
     return BuiltSnapshot(
         snapshot=snapshot, digest=snapshot_digest(snapshot), source_updated_at=max(stamps) if stamps else None
     )
