@@ -40,11 +40,13 @@ from adapters.jane import wire as jane_wire
 from adapters.jane.emulator import JaneEmulator
 from adapters.nookal.emulator import NookalEmulator
 from adapters.pacing import RateLimit
-from adapters.practicebetter.adapter import FEED_LOOKBACK
 from adapters.practicebetter.emulator import PracticeBetterEmulator, RecordChange
+from adapters.practicebetter.feed import FEED_LOOKBACK
+from adapters.practicebetter.feed import NEAR_AHEAD as PB_NEAR_AHEAD
 from adapters.registry import get_adapter_class
-from adapters.simplepractice.adapter import CHANGE_AHEAD, CHANGE_BACK
 from adapters.simplepractice.emulator import SimplePracticeEmulator
+from adapters.simplepractice.feed import NEAR_AHEAD as SP_NEAR_AHEAD
+from adapters.simplepractice.feed import NEAR_BACK as SP_NEAR_BACK
 from bench.overhead import HUGE, RESULTS_DIR, Stat, _stat, machine_info, write_report
 from gateway.config import GatewayConfig
 from gateway.crypto import Keyring, generate_key
@@ -289,6 +291,7 @@ class Driver(abc.ABC):
     patients: ClassVar[Resource]
     appointments: ClassVar[Resource]
     patients_from_appointments: ClassVar[bool] = False  # the feed reads the patients of changed appointments only
+    walk_pages: ClassVar[int] = 0  # fixed pages a quiet poll reads beyond its window (a far slice, a newest page)
 
     def __init__(self, seed: EmulatorSeed, clock: ShiftedClock) -> None:
         self.seed = seed
@@ -463,6 +466,7 @@ class NookalDriver(Driver):
 
 class SimplePracticeDriver(Driver):
     slug = "simplepractice"
+    walk_pages = 1
     patients = Resource(name="clients", page=50, newest_first_scan=True)  # `sort=-updatedAt`, no filter
     appointments = Resource(name="appointments", page=50)
 
@@ -514,11 +518,13 @@ class SimplePracticeDriver(Driver):
         self.em.update_appointment(appointment_id, msgspec.json.encode(document))
 
     def feed_window(self, now: datetime.datetime, since: datetime.datetime) -> tuple[datetime.datetime, ...] | None:
-        return (now - CHANGE_BACK, now + CHANGE_AHEAD)  # `filter[timeRange]` only: no "updated since" filter
+        # `filter[timeRange]` only, no "updated since" filter: the near window whole, plus one far slice (walk_pages)
+        return (now - SP_NEAR_BACK, now + SP_NEAR_AHEAD)
 
 
 class PracticeBetterDriver(Driver):
     slug = "practicebetter"
+    walk_pages = 2
     patients = Resource(name="records", page=100)
     appointments = Resource(name="sessions", page=100)
 
@@ -555,7 +561,9 @@ class PracticeBetterDriver(Driver):
         self.em.cancel_session(self.company, appointment_id, {})
 
     def feed_window(self, now: datetime.datetime, since: datetime.datetime) -> tuple[datetime.datetime, ...] | None:
-        return (min(since, now) - FEED_LOOKBACK,)  # sessions have no "modified since" filter: from a day back on
+        # No "modified since" filter on sessions: the near window whole, plus the newest-created page and one page of
+        # the walk over every session (walk_pages)
+        return (now - FEED_LOOKBACK, now + PB_NEAR_AHEAD)
 
 
 DRIVERS: dict[str, type[Driver]] = {
@@ -781,7 +789,8 @@ class Repetition:
             window = driver.feed_window(at, since)
             if window is None:
                 return minimum, patient_floor + appointments.requests_for(changed_appointments)
-            return minimum, patient_floor + appointments.requests_for(account.started_between(*window))
+            near = appointments.requests_for(account.started_between(*window))
+            return minimum, patient_floor + near + driver.walk_pages
 
         idle_min, idle_floor = feed_floor(0, 0, 0)
         await self.measure(
@@ -799,7 +808,8 @@ class Repetition:
             done = await sync_location(self.store, http, self.config, self.location, full=True)
             return done.patients + done.appointments, done.events
 
-        await self.measure(probe, Kind.FULL, full, minimum=full_min, floor=full_min, target=full_min)
+        # "The page minimum (≈ 50 + 50 requests)": the listing's floor, plus the catalog the snapshots name (<= 5).
+        await self.measure(probe, Kind.FULL, full, minimum=full_min, floor=full_min, target=full_min + 5)
         batch = get_adapter_class(account.slug).patient_batch_size
 
         edit, cancel = account.changes(self.number - 1)
@@ -998,7 +1008,9 @@ def table(rows: Sequence[Row], rates: Sequence[RateInfo]) -> str:
     lines += [
         "",
         "target (issue 17): quiet poll = floor; poll and sweep = floor + ceil(patients to read / batch) + 1; "
-        "full sync = floor. req/day@poll: quiet polls at the interval the gateway derives for one location",
+        "full sync = floor + the catalog (5). A patient met for the first time on an EMR whose full listing is not "
+        "complete (Jane, SimplePractice) also costs one read of their appointments. "
+        "req/day@poll: quiet polls at the interval the gateway derives for one location",
         "rates: @EMR limit = requests / rate; @gw pacing = the adapter's token buckets, burst first",
     ]
     for rate in rates:

@@ -59,12 +59,16 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     # Idle keep-alive connections to receivers close after this: below the 5 s many servers use, so a request is
     # never written to a connection the receiver is closing.
     webhook_keepalive_seconds: float = 4.0
+    # Requests one worker sends one endpoint at once (the rest of its batch waits its turn, outside the timeout).
+    webhook_endpoint_concurrency: int = 20
     # -- GoHighLevel marketplace webhooks (EGW_GHL_*): public keys, PEM or base64 --
     ghl_ed25519_public_key: str = GHL_ED25519_PUBLIC_KEY
     ghl_rsa_public_key: str = ""
     # -- change detection (EGW_POLL_SECONDS, EGW_SYNC_*) --
     poll_seconds: float | None = None  # None: derived per location from its EMR account's budget (adaptive)
-    poll_budget_share: float = 0.2  # of the account's sustained rate that polls may use: >= 80 % stays for bookings
+    # Of the account's sustained rate that polls may use: 0.15, so >= 80 % stays for bookings even when a poll's
+    # cost (changes, the catalog) is only known after it ran.
+    poll_budget_share: float = 0.15
     poll_min_seconds: float = 2.0  # adaptive polling never polls a location more often than this
     sync_tick_seconds: float = 5.0  # how often a worker looks for due locations
     sync_sweep_seconds: float = 86400.0
@@ -197,6 +201,9 @@ def load_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
             env, "EGW_WEBHOOK_TARGET_CHECK_TTL_SECONDS", base.webhook_target_check_ttl_seconds
         ),
         webhook_keepalive_seconds=_num(env, "EGW_WEBHOOK_KEEPALIVE_SECONDS", base.webhook_keepalive_seconds),
+        webhook_endpoint_concurrency=max(
+            1, int(_num(env, "EGW_WEBHOOK_ENDPOINT_CONCURRENCY", base.webhook_endpoint_concurrency))
+        ),
         ghl_ed25519_public_key=_ghl_key(env, "EGW_GHL_ED25519_PUBLIC_KEY", base.ghl_ed25519_public_key, load_ed25519),
         ghl_rsa_public_key=_ghl_key(env, "EGW_GHL_RSA_PUBLIC_KEY", base.ghl_rsa_public_key, load_rsa),
         poll_seconds=_num(env, "EGW_POLL_SECONDS", 0.0) if env.get("EGW_POLL_SECONDS") else None,

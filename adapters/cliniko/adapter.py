@@ -8,6 +8,7 @@ pre-check, the create and the `…/conflicts` post-check; the service's length c
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import uuid
@@ -122,6 +123,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
         self.client = ClinikoClient(http, settings, credentials, DEFAULT_RETRY)
         self._durations: dict[str, int] = {}
         self._business: wire.Business | None = None
+        self._business_lock = asyncio.Lock()
 
     @property
     def retry(self) -> RetryPolicy:
@@ -166,9 +168,11 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
         return self._durations[service_id]
 
     async def _get_business(self) -> wire.Business:
-        if self._business is None:
-            self._business = await self.client.get(f"businesses/{self.business_id}", wire.Business)
-        return self._business
+        """One read even when a catalog asks for services and locations at once (both need it)."""
+        async with self._business_lock:
+            if self._business is None:
+                self._business = await self.client.get(f"businesses/{self.business_id}", wire.Business)
+            return self._business
 
     def _region(self) -> str | None:
         if self._business is not None and self._business.country_code:

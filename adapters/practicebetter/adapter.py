@@ -36,9 +36,12 @@ Facts from the notes and evidence-2026-11 §3 this adapter and its emulator take
 - Availability: `day=YYYY-MM-DDT00:00:00` covers that one calendar day in the practice's zone; one call per day.
 - Cancel reasons: Practice Better keeps cancellation notes only; the reason travels in the note and is reported on
   the cancel's answer, not on later reads.
-- Change feed: sessions have no "modified since" filter; the poll lists sessions from one day ago onward and keeps
-  those whose `dateModified` is at or after the cursor. Changes to older sessions come from Practice Better's
-  webhooks (gateway/routes/practicebetter_webhooks.py) or the daily sweep.
+- Change feed: sessions have no "modified since" filter and list newest created first, so a quiet poll reads
+  records since the cursor, the newest-created page of sessions (new bookings anywhere), the near window (a day back
+  to two days ahead) whole, and one page of a walk over every session from a day back: 4 requests, and a far change
+  shows within one pass of the walk (ceil(sessions / 100) polls). See `changes_since` for the arithmetic. Practice
+  Better's webhooks (gateway/routes/practicebetter_webhooks.py) make changes visible sooner where subscribed
+  (`session_webhooks` then drops the scan and the near window); sessions that started go to the daily sweep.
 - Client records: `profile.emailAddress` is required on create (the swagger), so a patient without one is refused
   before anything is sent. A duplicate e-mail may answer 409 (the swagger), 400 or 500 (the production integrator):
   each ends in the existing client being returned (filling a missing phone or birth date with a full-record `PUT`,
@@ -70,8 +73,9 @@ from adapters.errors import (
 from adapters.http import DEFAULT_RETRY, RetryPolicy
 from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
-from adapters.practicebetter import mapping, wire
+from adapters.practicebetter import feed, mapping, wire
 from adapters.practicebetter.client import Conflict, Params, PracticeBetterClient
+from adapters.practicebetter.feed import FEED_LOOKBACK as FEED_LOOKBACK  # the bench sizes its floor with it
 from adapters.practicebetter.index import (
     ClientIndex,
     IndexEntry,
@@ -112,7 +116,6 @@ RECORDS = "consultant/records"
 MEMBERS = "company/administration/members"
 SERVICES = "consultant/services"
 SLOTS = "consultant/availability/slots"
-FEED_LOOKBACK = timedelta(days=1)
 UNIT_SAMPLE = 20  # sessions read to learn the `duration` unit (one page, newest first)
 # A timed-out create is looked for this far either side of the asked start: a wall time read in another zone lands
 # at most 26 h away (UTC-12 to UTC+14), and the list's own date filters may be read as wall time too (14 h).
@@ -157,9 +160,9 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
     )
     settings_type: ClassVar[type[PracticeBetterSettings]] = PracticeBetterSettings
     credentials_type: ClassVar[type[PracticeBetterCredentials]] = PracticeBetterCredentials
-    # An idle poll costs 2-3 requests (records since the cursor, sessions from yesterday on). Every 300 s that is at
-    # most ~860 of the 10,000 requests a day integrators cite, leaving the rest for bookings; Practice Better's own
-    # webhooks make changes visible sooner where they are subscribed.
+    # An idle poll costs 4 requests whatever the practice's size (records, newest sessions, the near window while it
+    # holds at most 100, one page of the walk): every 300 s, 1,152 + 24 token mints of the 10,000 requests a day
+    # integrators cite (1,464 at 10,000 upcoming sessions: `changes_since`), leaving the rest for bookings.
     default_poll_seconds: ClassVar[int] = 300
     # 5 requests/s with bursts of 20 (kept at 4.5/s), and 10,000 a day (1,000 + 0.1/s is at most 9,640 in any day).
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (
@@ -167,6 +170,7 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
         RateLimit(per_second=0.1, burst=1000),
     )
     min_booking_calls: ClassVar[int] = 1  # create (its answer is the read-back; PB refuses overlaps itself)
+    full_listing_complete: ClassVar[bool] = True  # a cursor from 2000 lists every record and every session
     write_settings: ClassVar[dict[str, str]] = {
         "start": "settings.session_date_mode / settings.session_date_zone (unset: the location's time_zone)",
         "end": "settings.duration_unit",
@@ -680,7 +684,28 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
             records = await self.client.page(RECORDS, wire.ClientRecord)
             return f"{len(records)} client record(s) on the first page"
 
-        return [("client records", client_records)]
+        async def session_stamps() -> str:
+            """The change feed's stamps on the newest sessions (UNCONFIRMED: the integrators' session types name
+            neither): without `dateModified` every poll re-reports what it reads, and the new-session scan cannot
+            tell new from old."""
+            sessions = await self.client.page(SESSIONS, wire.Session, limit=UNIT_SAMPLE)
+            if not sessions:
+                raise probes.Skip("no session to read")
+            stamps = {
+                "dateModified": [s.dateModified for s in sessions],
+                "dateCreated": [s.dateCreated for s in sessions],
+            }
+            for field, values in stamps.items():
+                missing = sum(1 for value in values if value is None)
+                if missing:
+                    raise ContractChanged(
+                        f"Practice Better's sessions lack `{field}`, which the change feed reads",
+                        path=f"$.items[].{field}",
+                        problem=f"missing on {missing} of {len(sessions)} session(s)",
+                    )
+            return f"{len(sessions)} session(s) carry dateCreated and dateModified"
+
+        return [("client records", client_records), ("session change stamps", session_stamps)]
 
     async def observed_settings(self) -> list[SettingCheck]:
         """The `duration` unit is read off the newest sessions; how `sessionDate` is read cannot be seen without
@@ -767,33 +792,127 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
     # ------------------------------------------------------------------------------------------------ change feed
 
     async def changes_since(self, cursor: str | None) -> ChangeSet:
-        """Client records modified at or after `cursor` and sessions (from a day ago on) modified since then.
+        """Client records modified since the cursor, and sessions changed since then, read in parts because
+        sessions have no "modified since" filter and list newest *created* first (evidence: the swagger's filters
+        are `consultants`, `records`, `services`, `group`, `date_eq/gte/lte`; "sorts by dateCreated DESC",
+        idx:55687388298; notes §1.3, §1.6):
 
-        With no cursor the feed starts now. `>=` re-reads records stamped exactly at the cursor; the detector
-        compares digests, so a repeat is harmless while a miss would not be.
+        - records with `modified_gte` (1 request when none changed);
+        - the new-session scan: the newest-created page of sessions dated from a day back on, and older pages only
+          while a whole page was created since the cursor. A new booking, however far ahead, shows at the next poll;
+        - the near window, sessions dated from a day back (`FEED_LOOKBACK`) to two days ahead (`NEAR_AHEAD`), read
+          whole: a change there shows at the next poll;
+        - one page of the walk: every session dated from a day before the pass began, 100 a poll (`before_id`
+          resumes it), reporting what changed since the previous pass began (so a change may come again a pass
+          later, never be skipped), except those the near window reports. At a pass's start the new-session scan's
+          page is the walk's page (one request less). A session reaching the near window before the walk reached
+          it is checked the way the walk would have.
+
+        With `session_webhooks` (Practice Better's session events subscribed to the gateway, which re-reads the
+        session's client at once), the scan and the near window are left to the webhooks: records and one walk page.
+
+        One quiet poll costs 1 + 1 + ceil(near / 100) + 1 requests: 4 while the near window holds at most 100
+        sessions (3 at a pass's start); 2 with `session_webhooks`. The token is re-minted about hourly (24 a day).
+
+        A change to any other session shows within one pass: ceil(S / 100) polls, S being the sessions dated from
+        a day back on when the pass began: 1,000 sessions take 10 polls (50 min at the default 300 s), 10,000 take
+        100 polls (8 h 20 min).
+
+        10,000 upcoming sessions (over six months: ~55 a day) cost per day, at one poll per 300 s (288 polls):
+        records 1 + scan 1 + near window ceil(3 days x 55 / 100) = 2 + walk 1 = 5 a poll, 5 x 288 = 1,440 + 24
+        token mints = 1,464 of the 10,000 a day (15 %). All 10,000 within 30 days (333 a day): near 10 pages, 13 a
+        poll, 3,768 a day. With `session_webhooks`: 2 x 288 + 24 = 600. (The feed before the walk listed every
+        session from a day back, 101 pages a poll: ~29,400 a day.)
+
+        The cursor is `<since>|<walk as JSON>` (adapters/practicebetter/feed.py); a bare RFC 3339 time, as the first
+        poll returns and older versions stored, starts a pass that reports every change since then. One more than
+        a day old (the full listing's 2000-01-01, a location not polled for a day) is caught up at once: every
+        session from a day before it is listed, once. With no cursor the feed starts now. `>=` re-reads records
+        stamped exactly at the cursor: a repeat is harmless, a miss not.
         """
         now = datetime.now(UTC)
         if cursor is None:
             return ChangeSet(patients=[], appointments=[], cursor=mapping.rfc3339(now))
-        try:
-            since = datetime.fromisoformat(cursor)
-        except ValueError:
-            raise Rejected("the change cursor is not an RFC 3339 time") from None
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
+        state = feed.parse(cursor, now)
+        since, walk = state.since, state.walk
         records = await self.client.list(RECORDS, wire.ClientRecord, [("modified_gte", mapping.rfc3339(since))])
         await self._index(records)
-        sessions = await self._sessions([("date_gte", mapping.rfc3339(min(since, now) - FEED_LOOKBACK))])
-        changed = [s for s in sessions if s.dateModified is not None and s.dateModified >= since]
-        stamps = [r.dateModified for r in records if r.dateModified]
-        stamps += [s.dateModified for s in changed if s.dateModified]
+        if feed.catching_up(state, now):  # every session from a day before the cursor; a pass starts from now on
+            passed = [("date_gte", mapping.rfc3339(walk.start))]
+            changed = {s.id: s for s in await self._sessions(passed) if _changed(s, since)}
+            walk = feed.new_pass(now, now)
+        else:
+            changed, walk = await self._sessions_changed(since, walk, now)
+        stamps = [since] + [r.dateModified for r in records if r.dateModified]
+        stamps += [s.dateModified for s in changed.values() if s.dateModified]
         patients = [mapping.patient_of(r, self.context.time_zone) for r in records]
-        appointments = [self._appointment(s) for s in changed]
+        appointments = [self._appointment(s) for s in changed.values()]
         return ChangeSet(
             patients=sorted(patients, key=lambda p: (p.updated_at or now, p.id)),
             appointments=sorted(appointments, key=lambda a: (a.updated_at or now, a.id)),
-            cursor=mapping.rfc3339(max(stamps)) if stamps else mapping.rfc3339(since),
+            cursor=feed.render(max(stamps), walk),
         )
+
+    async def _sessions_changed(
+        self, since: datetime, walk: feed.Walk, now: datetime
+    ) -> tuple[dict[str, wire.Session], feed.Walk]:
+        """The sessions one poll reports (new ones, the near window's, one walk page's) and the walk after it."""
+        hooked = self.settings.session_webhooks
+        passed: Params = [("date_gte", mapping.rfc3339(walk.start))]
+        near_low, near_high = feed.near(now)
+        changed: dict[str, wire.Session] = {}
+
+        def report(sessions: list[wire.Session], after: datetime) -> None:
+            changed.update((s.id, s) for s in sessions if _changed(s, after))
+
+        def report_walked(sessions: list[wire.Session]) -> None:
+            """Walk pages against `floor`, but for what the near window reads this poll (when it is read)."""
+            far = [s for s in sessions if hooked or not near_low <= self._start_of(s) <= near_high]
+            report(far, walk.floor)
+
+        walked: wire.Page[wire.Session] | None
+        if walk.before is None:  # the pass's first page is the new-session scan's
+            pages = await self._newest(passed, since, scan=not hooked)
+            report_walked([s for page in pages for s in page.items])
+            report([s for page in pages for s in page.items], since)
+            walked = pages[-1]
+        else:
+            if not hooked:
+                report([s for page in await self._newest(passed, since, scan=True) for s in page.items], since)
+            try:
+                walked = await self.client.one_page(SESSIONS, wire.Session, passed, walk.before)
+            except (NotFound, Rejected):  # the id it resumes from is refused: the pass starts over, same floor
+                walked = None
+            if walked is not None:
+                report_walked(walked.items)
+        if not hooked:
+            window = [("date_gte", mapping.rfc3339(near_low)), ("date_lte", mapping.rfc3339(near_high))]
+            for session in await self._sessions(window):
+                report([session], walk.floor if feed.entered(self._start_of(session), walk) else since)
+        if walked is None:
+            return changed, msgspec.structs.replace(walk, before=None, polled=now)
+        if walked.hasMore and walked.items:
+            return changed, msgspec.structs.replace(walk, before=walked.items[-1].id, polled=now)
+        return changed, feed.new_pass(walk.cycle, now)
+
+    async def _newest(self, params: Params, since: datetime, *, scan: bool) -> list[wire.Page[wire.Session]]:
+        """The newest-created page of sessions, and (`scan`) older pages while every session on the last one was
+        created at or after `since`: the first session created before it ends the scan."""
+        pages = [await self.client.one_page(SESSIONS, wire.Session, params)]
+        while scan and pages[-1].hasMore and pages[-1].items and all(_created_since(s, since) for s in pages[-1].items):
+            pages.append(await self.client.one_page(SESSIONS, wire.Session, params, pages[-1].items[-1].id))
+        return pages
+
+
+def _created_since(session: wire.Session, since: datetime) -> bool:
+    return session.dateCreated is not None and session.dateCreated >= since
+
+
+def _changed(session: wire.Session, since: datetime) -> bool:
+    """Modified (or created) at or after `since`; with neither stamp to tell, changed (a repeat is harmless, a miss
+    is not): the integrators' session types name neither `dateModified` nor `dateCreated` (idx:55687388298)."""
+    stamps = [stamp for stamp in (session.dateModified, session.dateCreated) if stamp is not None]
+    return not stamps or any(stamp >= since for stamp in stamps)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -172,6 +172,15 @@ class PracticeBetterClient:
         answer = await self.get(path, wire.Page[item], [*params, ("limit", str(limit))])  # type: ignore[valid-type]
         return list(answer.items)
 
+    async def one_page(
+        self, path: str, item: type[T], params: Params = (), before_id: str | None = None
+    ) -> wire.Page[T]:
+        """One page of 100 (newest first), older than `before_id` when given: a walk that resumes at a later call."""
+        query = [*params, ("limit", PAGE_LIMIT)]
+        if before_id is not None:
+            query.append(("before_id", before_id))
+        return await self.get(path, wire.Page[item], query)  # type: ignore[valid-type]
+
     async def list(self, path: str, item: type[T], params: Params = ()) -> list[T]:
         """Every item of a list endpoint: newest first, walking older pages with `before_id=<last id>`."""
         collected: list[T] = []

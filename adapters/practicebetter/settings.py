@@ -43,6 +43,11 @@ class PracticeBetterSettings(Settings):
     notify: bool = False  # let Practice Better e-mail the client on book/reschedule/cancel
     base_url: str | None = None  # override for proxies and tests
     scope: str | None = "read write"  # sent with the token request; None sends none
+    # Practice Better's session events (`session.created/updated/cancelled`: names UNCONFIRMED, notes §1.7) are
+    # subscribed to this location's webhook route, so the gateway hears of a session change at once: polls then
+    # skip the new-session scan and the near window (2 requests instead of 4) and only the walk over every session
+    # (one page a poll) catches what a lost delivery missed. Off by default: nothing confirms the events exist.
+    session_webhooks: bool = False
 
 
 class PracticeBetterCredentials(Credentials):

@@ -2,8 +2,10 @@
 
 SimplePractice has no public API and no webhooks. Like the commercial product it replaces, the adapter uses the
 clinician web app's JSON:API with a signed-in session (cookie + CSRF token), and the practice's client-portal API for
-open slots. Change detection polls. Every write is UNVERIFIED by any public capture (see writes.py): none shows the
-clinician app creating, moving or cancelling an appointment or creating a client (evidence-2026-11 §5.2).
+open slots. Change detection polls: clients newest-changed first, the calendar near now on every poll and the rest
+of it in slices, one page a poll (`changes_since`). Every write is UNVERIFIED by any public capture (see
+writes.py): none shows the clinician app creating, moving or cancelling an appointment or creating a client
+(evidence-2026-11 §5.2).
 
 Because the write shapes are guesses, every booking and reschedule is verified (adapters.verify): what
 SimplePractice stored, read from its answer to the write when that answer is the whole record (`startTime`,
@@ -91,8 +93,10 @@ from adapters.http import DEFAULT_RETRY, RetryPolicy, decode
 from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
 from adapters.reconcile import AmbiguousWrite
-from adapters.simplepractice import mapping, wire, writes
+from adapters.simplepractice import feed, mapping, wire, writes
 from adapters.simplepractice.client import PAGE_SIZE, SimplePracticeClient
+from adapters.simplepractice.feed import CHANGE_AHEAD as CHANGE_AHEAD  # the bench sizes its floor with these
+from adapters.simplepractice.feed import CHANGE_BACK as CHANGE_BACK
 from adapters.simplepractice.settings import SimplePracticeCredentials, SimplePracticeSettings
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
@@ -117,8 +121,6 @@ SLOT_WINDOW_DAYS = 31
 # visit and cancellation counts in patient snapshots need the whole history).
 LIST_BACK = timedelta(days=3653)
 LIST_AHEAD = timedelta(days=731)
-CHANGE_BACK = timedelta(days=14)  # the change feed watches appointments starting in this window around now
-CHANGE_AHEAD = timedelta(days=180)
 VERIFY_BACK = timedelta(days=28)  # `locations verify` looks at this office's appointments in this window
 VERIFY_AHEAD = timedelta(days=7)
 FIRST_PAGE = (("page[number]", "1"), ("page[size]", str(PAGE_SIZE)))
@@ -149,9 +151,9 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
     )
     settings_type: ClassVar[type[SimplePracticeSettings]] = SimplePracticeSettings
     credentials_type: ClassVar[type[SimplePracticeCredentials]] = SimplePracticeCredentials
-    # No published rate budget, and the session is a clinician's own: an idle poll costs 2 to 5 requests (clients by
-    # last change, then ~6 months of the office's calendar), so every 5 minutes stays far below what the web app's
-    # own calendar view sends while someone has it open.
+    # No published rate budget, and the session is a clinician's own: an idle poll costs 3 requests (clients by last
+    # change, the near window while it holds at most 50 entries, one far slice of the calendar: `changes_since`), so
+    # every 5 minutes stays far below what the web app's own calendar view sends while someone has it open.
     default_poll_seconds: ClassVar[int] = 300
     # Unpublished; no faster than a person clicking through the web app.
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=2.0, burst=10),)
@@ -642,41 +644,100 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
     # ------------------------------------------------------------------------------------------------ change feed
 
     async def changes_since(self, cursor: str | None) -> ChangeSet:
-        """Clients changed at or after `cursor` (newest first until older ones) and this office's appointments
-        starting from two weeks ago to six months ahead that changed since. No webhooks exist, so this polls.
+        """Clients changed since the cursor, and this office's appointments changed since then. SimplePractice has
+        no webhooks, and its calendar (`filter[timeRange]`) has no "changed since" filter and no sort by last change
+        in any capture (evidence-2026-11 §5.1; notes §3.3), so a poll reads three things:
 
-        With no cursor the feed starts now. `>=` re-reads records stamped at the cursor; the caller compares
-        snapshots, so a repeat is harmless while a miss would not be.
+        - clients by last change, newest first (`sort=-updatedAt`), until a page reaches back before the cursor;
+        - the near window, from a day ago to two days ahead (`NEAR_BACK`, `NEAR_AHEAD`), whole: a change there is
+          reported at the next poll;
+        - one far slice: the rest of the watched window (two weeks back to six months ahead, `CHANGE_BACK`,
+          `CHANGE_AHEAD`) is walked in slices, one a poll, each fitted to hold about 40 calendar entries
+          (`SLICE_TARGET`); a slice whose one page comes back full is read again shorter at the next poll. A pass
+          ends at six months ahead and the next starts two weeks back. Slices report what changed since the
+          previous pass began, so a change may come again a pass later (the gateway compares digests), never be
+          skipped; an appointment reaching the near window before the walk reached it is checked the same way.
+
+        One quiet poll costs 1 + ceil(N / 50) + 1 requests, N being the calendar entries in the near window (the
+        practice's, every office and type: the calendar is read practice-wide, then filtered): 3 while N <= 50.
+
+        A change anywhere else in the window is reported within one pass: about E / 40 polls, E being the calendar
+        entries in the window outside the near window, when they are spread evenly; up to about E / 20 when busy
+        weeks alternate with empty ones (a slice's length at most halves or doubles per poll), and ~7 polls more on
+        the first pass over a sparse calendar. 1,000 entries: ~25 polls, about 2 h at the default 300 s.
+
+        10,000 upcoming sessions (six months, ~55 a day) at one poll per 300 s (288 a day): clients 1 + near window
+        ceil(3 days x 55 / 50) = 4 + far slice 1 = 6 a poll, 6 x 288 = 1,728 requests a day (the feed before the walk
+        read the whole window every poll: ~10,800 entries / 50 = 216 pages, ~62,000 a day). A pass then takes
+        ~10,600 / 40 = 265 polls (22 h), up to ~530 (44 h) on a lumpy calendar: the bound on a far change.
+
+        The cursor is `<since>|<walk as JSON>` (adapters/simplepractice/feed.py); a bare RFC 3339 time, as the first
+        poll returns and older versions stored, starts a pass that reports every change since that time. One more
+        than a day old (the full listing's 2000-01-01, a location not polled for a day) is caught up at once: the
+        whole window is read, ceil(E / 50) requests, once. With no cursor the feed starts now. `>=` re-reads
+        records stamped at the cursor: a repeat is harmless, a miss not.
         """
         now = datetime.now(UTC)
         if cursor is None:
             return ChangeSet(patients=[], appointments=[], cursor=mapping.iso_z(now))
-        try:
-            since = datetime.fromisoformat(cursor)
-        except ValueError:
-            raise Rejected("the change cursor is not an RFC 3339 time") from None
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
+        state = feed.parse(cursor, now)
+        since, walk = state.since, state.walk
         clients = await self._clients_since(since)
-        appointments = [
-            a
-            for a in await self._calendar(now - CHANGE_BACK, now + CHANGE_AHEAD)
-            if a.type == mapping.CLIENT_APPOINTMENT
-            and mapping.office_of(a) == self.office_id
-            and (a.attributes.updatedAt is None or a.attributes.updatedAt >= since)
-        ]
-        stamps = [c.attributes.updatedAt for c in clients if c.attributes.updatedAt] + [
-            a.attributes.updatedAt for a in appointments if a.attributes.updatedAt
-        ]
-        far = datetime.min.replace(tzinfo=UTC)
+        if feed.catching_up(state, now):  # the whole window at once; a pass starts from now on
+            changed = [a for a in await self._calendar(*feed.window(now)) if self._changed_here(a, since)]
+            walk = feed.caught_up(now)
+        else:
+            changed, walk = await self._calendar_changed(since, walk, now)
+        appointments = {a.id: a for a in changed}
+        stamps = [since] + [c.attributes.updatedAt for c in clients if c.attributes.updatedAt]
+        stamps += [a.attributes.updatedAt for a in appointments.values() if a.attributes.updatedAt]
+        far_past = datetime.min.replace(tzinfo=UTC)
         return ChangeSet(
-            patients=[mapping.patient_of(c) for c in sorted(clients, key=lambda c: c.attributes.updatedAt or far)],
+            patients=[mapping.patient_of(c) for c in sorted(clients, key=lambda c: c.attributes.updatedAt or far_past)],
             appointments=[
                 self._appointment(a)
-                for a in sorted({a.id: a for a in appointments}.values(), key=lambda a: a.attributes.updatedAt or far)
+                for a in sorted(appointments.values(), key=lambda a: (a.attributes.updatedAt or far_past, a.id))
             ],
-            cursor=mapping.iso_z(max(stamps)) if stamps else mapping.iso_z(since),
+            cursor=feed.render(max(stamps), walk),
         )
+
+    async def _calendar_changed(
+        self, since: datetime, walk: feed.Walk, now: datetime
+    ) -> tuple[list[wire.Appointment], feed.Walk]:
+        """The appointments one poll reports (the near window's, one far slice's) and the walk after it."""
+        near = [
+            a
+            for a in await self._calendar(*feed.near(now))
+            if self._changed_here(a, walk.floor if feed.entered(a.attributes.startTime, walk) else since)
+        ]
+        start, end = feed.next_slice(walk, now)
+        entries, complete = await self._far_slice(start, end)
+        far = [a for a in entries if self._changed_here(a, walk.floor)]
+        reach = None if complete else max(a.attributes.startTime for a in entries)
+        return [*far, *near], feed.after_slice(walk, start, end, len(entries), complete, now, reach)
+
+    def _changed_here(self, appointment: wire.Appointment, since: datetime) -> bool:
+        """A client appointment of this office changed at or after `since` (or with no stamp to tell)."""
+        stamp = appointment.attributes.updatedAt
+        return (
+            appointment.type == mapping.CLIENT_APPOINTMENT
+            and mapping.office_of(appointment) == self.office_id
+            and (stamp is None or stamp >= since)
+        )
+
+    async def _far_slice(self, start: datetime, end: datetime) -> tuple[list[wire.Appointment], bool]:
+        """One page of the calendar in [start, end), and whether that was all of it: a full page is not, unless
+        the slice is `MIN_SLICE` long or less, when its other pages are read too (a slice never shrinks to nothing).
+        A page longer than asked is the whole calendar answered unpaged."""
+        span = f"{self._local(start).isoformat()},{self._local(end).isoformat()}"
+        page = await self.client.get(
+            "appointments", wire.AppointmentListDocument, [("filter[timeRange]", span), *FIRST_PAGE]
+        )
+        if len(page.data) != PAGE_SIZE:
+            return list(page.data), True
+        if end - start > feed.MIN_SLICE:
+            return list(page.data), False
+        return await self._calendar(start, end), True
 
     async def _clients_since(self, since: datetime) -> list[wire.Client]:
         """Clients by last change, newest first, page by page until a page reaches back before `since`."""

@@ -117,6 +117,8 @@ async def sync_location(
         now=datetime.now(UTC),
         announce_new=not full,
         complete=complete,
+        # A listing that is not complete would make every patient's snapshot cost a read of their appointments.
+        build_snapshots=complete or not full,
     )
     if state is None or state.cursor is None or not full:
         await db.set_cursor(store, location.id, changes.cursor, only_if_unset=full)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import weakref
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import msgspec
 
 from adapters.base import Capability
 from adapters.errors import AdapterError, ContractChanged, RateLimited
@@ -60,8 +62,8 @@ def adaptive_interval(
     """How long until a location polls again, so that all the account's locations together spend at most
     `poll_budget_share` of its tightest sustained rate: `requests` (what the last poll sent) x `sharing` (locations
     on the account) / (share x rate). Polls back off when the account's bucket is under half full (bookings need
-    it), up to 4x at an empty bucket: a burst empties it for seconds, so a harder backoff would leave a location
-    unpolled for many minutes after one busy moment. EGW_POLL_SECONDS, if set, wins; an unpaced EMR keeps its
+    it), up to 2x at a quarter full or less: a burst empties it for seconds, so a harder backoff would leave a
+    location unpolled for many minutes after one busy moment. EGW_POLL_SECONDS, if set, wins; an unpaced EMR keeps its
     adapter default."""
     if config.poll_seconds is not None:
         return config.poll_seconds
@@ -70,7 +72,7 @@ def adaptive_interval(
     rate = min(limit.per_second for limit in limits)
     interval = max(1, requests) * max(1, sharing) / (config.poll_budget_share * rate)
     if fill < 0.5:
-        interval *= 0.5 / max(fill, 0.125)
+        interval *= 0.5 / max(fill, 0.25)
     return min(max(interval, config.poll_min_seconds), config.sync_max_backoff_seconds)
 
 
@@ -109,10 +111,12 @@ def cached_catalog(config: GatewayConfig, store: Store, adapter: AnyAdapter) -> 
     cache = _CATALOGS.get(store)
     if cache is None:
         cache = _CATALOGS[store] = CatalogCache(max(config.catalog_ttl_seconds, POLL_CATALOG_TTL.total_seconds()))
-    location_id = adapter.context.location_id
+    # Keyed by account and settings, not location: locations on one account and business share one read.
+    settings = hashlib.sha256(msgspec.json.encode(adapter.settings)).hexdigest()[:16]
+    key = f"{EMRPacing.account_key(type(adapter), adapter.credentials)}:{settings}"
 
     async def get() -> Catalog:
-        return await cache.get(location_id, adapter)
+        return await cache.get(key, adapter)
 
     return get
 

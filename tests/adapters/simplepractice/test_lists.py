@@ -74,7 +74,12 @@ async def test_the_change_feed_is_read_past_the_first_page(env: Env) -> None:
     start = await adapter.changes_since(None)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     clients = env.add_clients(MANY, last_name="Lee", updated=later)
-    appointments = env.add_appointments(MANY, client_id=patient, first=soon(2), updated=later)
+    # Every half hour from 12 hours ago: all inside the near window (a day back to two days ahead), read whole.
+    first = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=12)
+    appointments = env.add_appointments(MANY // 2, client_id=patient, first=first, updated=later)
+    appointments += env.add_appointments(
+        MANY // 2, client_id=patient, first=first + dt.timedelta(minutes=30), updated=later
+    )
     env.emulator.traffic.exchanges.clear()
 
     changes = await adapter.changes_since(start.cursor)
@@ -82,8 +87,8 @@ async def test_the_change_feed_is_read_past_the_first_page(env: Env) -> None:
     assert set(clients) <= {p.id for p in changes.patients}
     assert set(appointments) <= {a.id for a in changes.appointments}
     assert pages_asked(env, "/frontend/clients") == ["1", "2", "3"]
-    assert pages_asked(env, "/frontend/appointments") == ["1", "2", "3"]
-    assert changes.cursor == (later + dt.timedelta(seconds=MANY - 1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert pages_asked(env, "/frontend/appointments") == ["1", "2", "3", "1"]  # the near window, one far slice
+    assert changes.cursor.startswith((later + dt.timedelta(seconds=MANY - 1)).strftime("%Y-%m-%dT%H:%M:%SZ|"))
 
 
 async def test_links_next_is_still_followed(env: Env) -> None:
