@@ -1,13 +1,13 @@
 """Adaptive polling on one Cliniko account: how much of its budget polls spend, and how fast an EMR edit is seen.
 
-Scenarios, each on a fresh SQLite store and one Cliniko emulator (200 requests/minute per user, as documented)
-served over loopback: `locations` gateway locations that all use the same API key (one Cliniko user, so one shared
-budget), polled by the gateway's own scheduler (`gateway.sync.scheduler.tick`, as `emr-gateway worker` runs it) with
-the default settings: no EGW_POLL_SECONDS, the interval derived from the budget. Requests are counted by the
-emulator. Every few seconds a receptionist moves an appointment in location 0's business (the emulator's own API),
-and the time until the move's event is in the gateway's outbox is measured (delivery to a receiver adds the
-webhook worker's ~0.05 s, see bench/webhooks). Baseline in the same run: the interval the gateway used before
-issue 17 (Cliniko's fixed 60 s) for the same locations and edits.
+Scenarios, each on a fresh SQLite store and one Cliniko emulator (200 requests/minute per user, as documented) served
+over loopback: `locations` gateway locations, each a business of one Cliniko account, all using the same API key (one
+Cliniko user, so one shared budget), polled by the gateway's own scheduler (`gateway.sync.scheduler.tick`, as
+`emr-gateway worker` runs it) with the default settings: no EGW_POLL_SECONDS, the interval derived from the budget.
+Requests are counted by the emulator. Every few seconds a receptionist moves an appointment in location 0's business
+(the emulator's own API), and the time until the move's event is in the gateway's outbox is measured (delivery to a
+receiver adds the webhook worker's ~0.05 s, see bench/webhooks). Baseline in the same run: the interval the gateway
+used before issue 17 (Cliniko's fixed 60 s) for the same locations and edits.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from adapters.cliniko import wire as cliniko_wire
 from adapters.cliniko.emulator import ClinikoEmulator
-from adapters.emulation import ServerThread, default_seed
+from adapters.emulation import SeedBusiness, ServerThread, default_seed
 from bench.overhead import RESULTS_DIR, machine_info, write_report
 from gateway.config import GatewayConfig
 from gateway.crypto import Keyring, generate_key
@@ -74,7 +74,11 @@ class Report(msgspec.Struct, kw_only=True):
 async def scenario(
     name: str, locations: int, poll_seconds: float | None, seconds: float, edit_every: float
 ) -> Scenario:
-    emulator = ClinikoEmulator(default_seed(), rate_limit_per_minute=CLINIKO_PER_MINUTE)
+    # One Cliniko user (one API key, one 200/minute budget) with a business per location, as a group practice has.
+    seed = msgspec.structs.replace(
+        default_seed(), businesses=[SeedBusiness(name=f"Clinic {i}") for i in range(locations)]
+    )
+    emulator = ClinikoEmulator(seed, rate_limit_per_minute=CLINIKO_PER_MINUTE)
     server = ServerThread(emulator.app())
     base = server.start()
     settings_json, credentials_json = emulator.location_config(base)
@@ -91,7 +95,7 @@ async def scenario(
                     await store.create_location(
                         emr="cliniko",
                         name=f"Clinic {i}",
-                        settings_json=settings_json,
+                        settings_json=emulator.location_config(base, i)[0],
                         credentials_json=credentials_json,
                         time_zone="Australia/Melbourne",
                     )

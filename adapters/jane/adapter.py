@@ -177,6 +177,9 @@ class JaneAdapter(EMRAdapter[JaneSettings, JaneCredentials]):
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=1.5, burst=10),)
     # patient record (the book step sends it), pre-check, hold, post-check, book, read-back
     min_booking_calls: ClassVar[int] = 6
+    # The full listing reads the calendar from 2000 to 360 days ahead, the horizon the change feed itself watches:
+    # an appointment booked further ahead is in no snapshot until it comes within it (documented in the README).
+    full_listing_complete: ClassVar[bool] = True
     write_settings: ClassVar[dict[str, str]] = {
         "start": "the location's time_zone (Jane takes ISO-8601 times with the clinic's UTC offset)",
         "end": "the treatment's scheduled_duration in Jane (minutes), unless the caller gave the end",
