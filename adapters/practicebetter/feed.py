@@ -9,11 +9,12 @@ walk about to begin, or, when more than a day old, as a catch-up (`catching_up`)
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 
 from adapters.errors import Rejected
+from adapters.stamps import parse_time, whole_second
 
 FEED_LOOKBACK = timedelta(days=1)  # the near window and every pass start a day back (the daily sweep covers older)
 NEAR_AHEAD = timedelta(days=2)  # the near window, read whole on every poll, ends this far ahead
@@ -46,18 +47,8 @@ class Cursor(msgspec.Struct, frozen=True, kw_only=True):
     bare: bool = False  # a bare RFC 3339 time: the first poll, a full listing, or a version before the walk
 
 
-def _second(moment: datetime) -> datetime:
-    """Whole seconds, rounded down: a bound rounded down re-reads a little, never skips."""
-    return moment.astimezone(UTC).replace(microsecond=0)
-
-
-def _time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def new_pass(floor: datetime, now: datetime) -> Walk:
-    return Walk(floor=floor, cycle=_second(now), polled=now, start=_second(now - FEED_LOOKBACK))
+    return Walk(floor=floor, cycle=whole_second(now), polled=now, start=whole_second(now - FEED_LOOKBACK))
 
 
 def catching_up(cursor: Cursor, now: datetime) -> bool:
@@ -80,10 +71,10 @@ def parse(cursor: str, now: datetime) -> Cursor:
     since that time, over the sessions from a day before it (as the feed before the walk read them)."""
     head, separator, tail = cursor.partition(SEPARATOR)
     try:
-        since = _time(head.strip())
+        since = parse_time(head.strip())
         if not separator:
-            start = _second(min(since, now) - FEED_LOOKBACK)
-            walk = Walk(floor=since, cycle=_second(now), polled=since, start=start)
+            start = whole_second(min(since, now) - FEED_LOOKBACK)
+            walk = Walk(floor=since, cycle=whole_second(now), polled=since, start=start)
             return Cursor(since=since, walk=walk, bare=True)
         walk = msgspec.json.decode(tail, type=Walk)
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
@@ -98,10 +89,10 @@ def parse(cursor: str, now: datetime) -> Cursor:
 def render(since: datetime, walk: Walk) -> str:
     fields = msgspec.structs.replace(
         walk,
-        floor=_second(walk.floor),
-        cycle=_second(walk.cycle),
-        polled=_second(walk.polled),
-        start=_second(walk.start),
+        floor=whole_second(walk.floor),
+        cycle=whole_second(walk.cycle),
+        polled=whole_second(walk.polled),
+        start=whole_second(walk.start),
     )
-    stamp = _second(since).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = whole_second(since).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"{stamp}{SEPARATOR}{msgspec.json.encode(fields).decode()}"

@@ -13,11 +13,12 @@ window before the walk reaches it is checked against `floor` on the poll it ente
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 
 from adapters.errors import Rejected
+from adapters.stamps import parse_time, whole_second
 
 CHANGE_BACK = timedelta(days=14)  # the feed watches appointments starting from two weeks ago ...
 CHANGE_AHEAD = timedelta(days=180)  # ... to six months ahead
@@ -46,24 +47,14 @@ class Cursor(msgspec.Struct, frozen=True, kw_only=True):
     bare: bool = False  # a bare RFC 3339 time: the first poll, a full listing, or a version before the walk
 
 
-def _second(moment: datetime) -> datetime:
-    """Whole seconds, rounded down: a bound rounded down re-reads a little, never skips."""
-    return moment.astimezone(UTC).replace(microsecond=0)
-
-
-def _time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def parse(cursor: str, now: datetime) -> Cursor:
     """The cursor this adapter returned, or a bare RFC 3339 time: a pass beginning now that reports every change
     since that time (as if the last poll ran then)."""
     head, separator, tail = cursor.partition(SEPARATOR)
     try:
-        since = _time(head.strip())
+        since = parse_time(head.strip())
         if not separator:
-            return Cursor(since=since, walk=Walk(floor=since, cycle=_second(now), polled=since), bare=True)
+            return Cursor(since=since, walk=Walk(floor=since, cycle=whole_second(now), polled=since), bare=True)
         walk = msgspec.json.decode(tail, type=Walk)
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise Rejected("the change cursor is not one this adapter returned (nor an RFC 3339 time)") from None
@@ -76,12 +67,12 @@ def parse(cursor: str, now: datetime) -> Cursor:
 def render(since: datetime, walk: Walk) -> str:
     fields = msgspec.structs.replace(
         walk,
-        floor=_second(walk.floor),
-        cycle=_second(walk.cycle),
-        polled=_second(walk.polled),
-        at=_second(walk.at) if walk.at is not None else None,
+        floor=whole_second(walk.floor),
+        cycle=whole_second(walk.cycle),
+        polled=whole_second(walk.polled),
+        at=whole_second(walk.at) if walk.at is not None else None,
     )
-    stamp = _second(since).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = whole_second(since).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"{stamp}{SEPARATOR}{msgspec.json.encode(fields).decode()}"
 
 
