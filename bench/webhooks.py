@@ -30,6 +30,7 @@ import httpx
 import msgspec
 
 from bench.overhead import (
+    BENCH_PATIENTS,
     EMR_BUDGETS_OFF,
     HUGE,
     PG_ENVS,
@@ -89,6 +90,9 @@ class LatencyCase(msgspec.Struct):
     window_seconds: float  # the changes are spread uniformly at random over this long
     drain_seconds: float  # after the last change, how long its event may take before it counts as missing
     note: str
+    # "off": the emulator's limit and the gateway's EMR budget out of reach (measures the gateway alone); "default":
+    # Cliniko's 200 requests/min at the emulator and the gateway's own Cliniko budget, as a user's gateway has them.
+    emr_budget: str = "off"
 
 
 class LatencyRun(msgspec.Struct):
@@ -160,6 +164,7 @@ class Settings(msgspec.Struct):
     latency_backend: str
     throughput_backend: str
     throughput_workers: list[int]
+    worker_env: dict[str, str]  # settings the throughput workers get on top of the gateway's defaults
     quick: bool
     cases: list[LatencyCase]
     throughput_runs: int
@@ -168,6 +173,7 @@ class Settings(msgspec.Struct):
     gateway_log_level: str
     seed: int | None
     profile_dir: str | None
+    default_poll: bool = False
 
 
 class Report(msgspec.Struct):
@@ -337,18 +343,68 @@ class GatewayProcess:
         self._log.close()
 
 
-def gateway_env(database_url: str, master_key: str, log_level: str, overrides: dict[str, str]) -> dict[str, str]:
-    """Inherited EGW_* settings are dropped, so "default" means the gateway's defaults."""
+def gateway_env(
+    database_url: str, master_key: str, log_level: str, overrides: dict[str, str], *, emr_budget: str = "off"
+) -> dict[str, str]:
+    """Inherited EGW_* settings are dropped, so "default" means the gateway's defaults (with `emr_budget="default"`
+    its EMR budgets too)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EGW_")}
+    budgets = {"EGW_EMR_RATE_LIMITS": EMR_BUDGETS_OFF} if emr_budget == "off" else {}
     return env | {
         "EGW_DATABASE_URL": database_url,
         "EGW_MASTER_KEY": master_key,
         "EGW_RATE_LIMIT_PER_MINUTE": str(HUGE),
-        "EGW_EMR_RATE_LIMITS": EMR_BUDGETS_OFF,
+        **budgets,
         "EGW_LOG_LEVEL": log_level,
         "EGW_WEBHOOK_ALLOWED_SUBNETS": LOOPBACK,
         **overrides,
     }
+
+
+def budgeted_emulator_process(conn: Connection, port: int) -> None:
+    """Child process: as bench.overhead's emulator, but with Cliniko's own rate limit (200 requests/min per user)."""
+    from adapters.cliniko.emulator import ClinikoEmulator
+    from adapters.emulation import SeedPatient, ServerThread, default_seed
+
+    seed = default_seed()
+    seed.patients += [
+        SeedPatient(first_name=f"Bench{i}", last_name="Patient", email=f"bench{i}@example.com")
+        for i in range(BENCH_PATIENTS)
+    ]
+    emulator = ClinikoEmulator(seed)  # the constructor's default is Cliniko's published limit
+    server = ServerThread(emulator.app(), port=port)
+    base_url = server.start()
+    settings, credentials = emulator.location_config(base_url)
+    service = next(t for t in emulator.appointment_types.values() if t.name == seed.services[0].name)
+    info = EmulatorInfo(
+        base_url=base_url,
+        settings_json=settings,
+        credentials_json=credentials,
+        api_key=msgspec.json.decode(credentials)["api_key"],
+        business_id=emulator.business_ids()[0],
+        practitioner_ids=list(emulator.practitioners),
+        service_id=service.id,
+        service_minutes=seed.services[0].duration_minutes,
+        patient_id=next(iter(emulator.patients)),
+        time_zone=seed.time_zone,
+        open_from=seed.open_from,
+        open_until=seed.open_until,
+        patient_ids=list(emulator.patients),
+    )
+    conn.send_bytes(msgspec.json.encode(info))
+    with suppress(EOFError):
+        conn.recv_bytes()
+    server.stop()
+
+
+def _start_emulator_with(emr_budget: str) -> tuple[ChildProcess, EmulatorInfo]:
+    if emr_budget == "off":
+        return _start_emulator(0)
+    emulator = ChildProcess(budgeted_emulator_process, "bench-emulator", 0)
+    if not emulator.conn.poll(60):
+        emulator.stop()
+        raise RuntimeError("the emulator did not start")
+    return emulator, msgspec.json.decode(emulator.conn.recv_bytes(), type=EmulatorInfo)
 
 
 class Env(msgspec.Struct):
@@ -377,6 +433,7 @@ def environment(
     *,
     in_process_worker: bool,
     prebook: int = 0,
+    emr_budget: str = "off",
 ) -> Iterator[Env]:
     """`prebook` appointments exist before the first poll: cancelling one in the EMR is an `appointment.cancelled`
     on its own, where a booking cancelled before any poll saw it would surface as that one event instead of two."""
@@ -385,7 +442,7 @@ def environment(
     master_key = generate_key()
     with tempfile.TemporaryDirectory(prefix=f"egw-bench-webhooks-{hook}-") as tmp:
         workdir = Path(tmp)
-        emulator, info = _start_emulator(0)
+        emulator, info = _start_emulator_with(emr_budget)
         gateway: GatewayProcess | None = None
         try:
             with database(backend, workdir) as database_url:
@@ -394,7 +451,7 @@ def environment(
                 gateway_key = asyncio.run(_provision(database_url, master_key, info))
                 port = _free_port()
                 url = f"http://127.0.0.1:{port}"
-                env = gateway_env(database_url, master_key, log_level, overrides)
+                env = gateway_env(database_url, master_key, log_level, overrides, emr_budget=emr_budget)
                 args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
                 gateway = GatewayProcess(args if in_process_worker else [*args, "--no-worker"], env, workdir / "gw.log")
                 gateway.wait_ready(url)
@@ -572,9 +629,16 @@ def run_latency_case(
     results: list[LatencyRun] = []
     prebook = case.runs * (case.changes // 2) if case.source == "emr" else 0
     with environment(
-        backend, receiver, case.name, case.env, settings.gateway_log_level, in_process_worker=True, prebook=prebook
+        backend,
+        receiver,
+        case.name,
+        case.env,
+        settings.gateway_log_level,
+        in_process_worker=True,
+        prebook=prebook,
+        emr_budget=case.emr_budget,
     ) as env:
-        wait_first_poll(env)
+        wait_first_poll(env, 300.0 if case.emr_budget == "default" else 60.0)
         clinic = Clinic(env, case.source)
         try:
             for run in range(1, case.runs + 1):
@@ -619,8 +683,9 @@ def run_latency_case(
 # ---------------------------------------------------------------------------------------------- throughput
 
 
-async def _template_event(env: Env) -> bytes:
-    """A real `appointment.booked` payload (from a gateway booking) to copy: realistic size and content."""
+async def _template_event(env: Env, timeout: float = 60.0) -> bytes:
+    """A real `appointment.booked` payload (from a gateway booking) to copy: realistic size and content. A worker
+    builds it after the booking's answer, so this waits for it."""
     from sqlalchemy import select
 
     from gateway.crypto import Keyring
@@ -628,11 +693,17 @@ async def _template_event(env: Env) -> bytes:
     from gateway.storage.tables import events
 
     store = await Store.open(env.database_url, Keyring.parse(env.master_key))
+    deadline = time.monotonic() + timeout
     try:
-        async with store.engine.connect() as conn:
-            query = select(events.c.payload).where(events.c.type == BOOKED).limit(1)
-            payload: bytes = (await conn.execute(query)).scalar_one()
-        return payload
+        while True:
+            async with store.engine.connect() as conn:
+                query = select(events.c.payload).where(events.c.type == BOOKED).limit(1)
+                payload: bytes | None = (await conn.execute(query)).scalar_one_or_none()
+            if payload is not None:
+                return bytes(payload)
+            if time.monotonic() > deadline:
+                raise RuntimeError("no appointment.booked event: the worker never built the booking's snapshot")
+            await asyncio.sleep(0.1)
     finally:
         await store.close()
 
@@ -682,19 +753,21 @@ def run_throughput(backend: str, receiver: Receiver, settings: Settings, say: An
         clinic = Clinic(env, "gateway")
         clinic.book()  # its events stay pending until the first worker starts: they are part of its warm-up
         clinic.close()
-        template = asyncio.run(_template_event(env))
+        template: bytes | None = None
         for count in settings.throughput_workers:
             profiles = Path(settings.profile_dir) if settings.profile_dir else None
             workers = [
                 GatewayProcess(
                     ["worker"],
-                    env.process_env,
+                    env.process_env | settings.worker_env,
                     Path(env.workdir) / f"worker-{count}-{i}.log",
                     profiles / f"worker-{backend}-{count}-{i}.prof" if profiles else None,
                 )
                 for i in range(count)
             ]
             try:
+                if template is None:  # the first workers build the booking's event
+                    template = asyncio.run(_template_event(env))
                 # Warm-up: imports, connections and first claims happen here, not in the timed part.
                 ids, _, _ = asyncio.run(_preload(env, template, settings.warmup_events * count))
                 if len(_wait_ids(receiver, hook, ids, 60)) < len(ids):
@@ -836,21 +909,39 @@ def table(latency: Sequence[LatencySummary], throughput: Sequence[ThroughputSumm
 # ---------------------------------------------------------------------------------------------- entry point
 
 
-def latency_cases(quick: bool, runs: int | None) -> list[LatencyCase]:
-    """The default poll interval gets one run (minutes of waiting); the short ones get several."""
+def default_poll_case(runs: int) -> LatencyCase:
+    """EMR edits with nothing overridden: the poll interval and scheduler tick are the gateway's defaults (which it
+    derives from the EMR's budget), Cliniko's 200 requests/min hold at the emulator, the gateway keeps its own
+    Cliniko budget. What a user gets; minutes per run."""
+    return LatencyCase(
+        name="emr-poll-default",
+        source="emr",
+        env={},
+        runs=runs,
+        changes=10,
+        window_seconds=120.0,
+        drain_seconds=90.0,
+        note="edits on the emulator's API; the gateway's default poll and tick; Cliniko's 200/min at the emulator",
+        emr_budget="default",
+    )
+
+
+def latency_cases(quick: bool, runs: int | None, default_poll: bool = False) -> list[LatencyCase]:
+    """The default poll interval gets one run unless --runs says otherwise (minutes of waiting); the short ones get
+    several. `default_poll`: the EMR-edit case runs with the defaults instead of a 1 s poll."""
     reps = runs or (1 if quick else 3)
     changes = 10 if quick else 16
+    emr_fast = LatencyCase(
+        name="emr-poll-1s",
+        source="emr",
+        env={"EGW_POLL_SECONDS": "1", "EGW_SYNC_TICK_SECONDS": "1"},
+        runs=reps,
+        changes=changes,
+        window_seconds=changes * 0.75,
+        drain_seconds=15.0,
+        note="edits on the emulator's API; poll every 1 s (the scheduler tick too, else it floors the interval)",
+    )
     cases = [
-        LatencyCase(
-            name="emr-poll-1s",
-            source="emr",
-            env={"EGW_POLL_SECONDS": "1", "EGW_SYNC_TICK_SECONDS": "1"},
-            runs=reps,
-            changes=changes,
-            window_seconds=changes * 0.75,
-            drain_seconds=15.0,
-            note="edits on the emulator's API; poll every 1 s (the scheduler tick too, else it floors the interval)",
-        ),
         LatencyCase(
             name="gateway-writes",
             source="gateway",
@@ -872,21 +963,11 @@ def latency_cases(quick: bool, runs: int | None) -> list[LatencyCase]:
             note="as gateway-writes, but the idle delivery worker looks for due deliveries every 50 ms, not 1 s",
         ),
     ]
-    if not quick:
-        cases.insert(
-            0,
-            LatencyCase(
-                name="emr-poll-default",
-                source="emr",
-                env={},
-                runs=1,
-                changes=10,
-                window_seconds=120.0,
-                drain_seconds=80.0,
-                note="edits on the emulator's API; Cliniko's default_poll_seconds (60 s), scheduler tick 5 s; ONE run",
-            ),
-        )
-    return cases
+    if default_poll:
+        return [default_poll_case(runs or 1), *cases]
+    if quick:
+        return [emr_fast, *cases]
+    return [default_poll_case(1), emr_fast, *cases]
 
 
 def parse_args(argv: Sequence[str], *, lenient: bool = False) -> argparse.Namespace:
@@ -894,7 +975,13 @@ def parse_args(argv: Sequence[str], *, lenient: bool = False) -> argparse.Namesp
         prog="python -m bench.webhooks",
         description="Webhook latency (EMR change / gateway write -> signed webhook at a receiver) and throughput.",
     )
-    p.add_argument("--quick", action="store_true", help="smoke run (<~60 s): no 60 s poll case, 1 run each")
+    p.add_argument("--quick", action="store_true", help="smoke run (<~60 s): no default-poll case, 1 run each")
+    p.add_argument(
+        "--default-poll",
+        action="store_true",
+        help="the EMR-edit case with NO poll override (the gateway's default poll and tick) against the emulator "
+        "with Cliniko's own 200 requests/min, instead of the 1 s poll; --runs runs of it (default 1, minutes each)",
+    )
     p.add_argument(
         "--backend",
         choices=["sqlite", "postgres", "all"],
@@ -904,8 +991,11 @@ def parse_args(argv: Sequence[str], *, lenient: bool = False) -> argparse.Namesp
     )
     p.add_argument("--runs", type=int, help="runs per short latency case (default 3; --quick 1)")
     p.add_argument("--throughput-runs", type=int, help="runs per worker count (default 3; --quick 1)")
-    p.add_argument("--events", type=int, help="events per throughput run (default 600; --quick 200)")
+    p.add_argument("--events", type=int, help="events per throughput run (default 3000; --quick 600)")
     p.add_argument("--workers", type=int, nargs="+", help="worker counts on PostgreSQL (default 1 2)")
+    p.add_argument(
+        "--batch-size", type=int, help="the throughput workers' EGW_WEBHOOK_BATCH_SIZE (default: the gateway's)"
+    )
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--seed", type=int, help="random seed for the change schedule (default: random)")
@@ -927,14 +1017,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
         latency_backend="postgres" if args.backend == "postgres" else "sqlite",
         throughput_backend="postgres" if throughput_pg else "sqlite",
         throughput_workers=(args.workers or [1, 2]) if throughput_pg else [1],  # one worker only on SQLite
+        worker_env={"EGW_WEBHOOK_BATCH_SIZE": str(args.batch_size)} if args.batch_size else {},
         quick=args.quick,
-        cases=[] if args.skip_latency else latency_cases(args.quick, args.runs),
+        cases=[] if args.skip_latency else latency_cases(args.quick, args.runs, args.default_poll),
         throughput_runs=0 if args.skip_throughput else (args.throughput_runs or (1 if args.quick else 3)),
-        throughput_events=args.events or (200 if args.quick else 600),
+        throughput_events=args.events or (600 if args.quick else 3000),
         warmup_events=20,
         gateway_log_level=args.gateway_log_level,
         seed=args.seed,
         profile_dir=args.profile_dir,
+        default_poll=args.default_poll,
     )
 
 
@@ -949,7 +1041,7 @@ def run(args: argparse.Namespace) -> int:
     say(
         f"webhooks: latency cases {[c.name for c in settings.cases]} on {settings.latency_backend}; throughput "
         f"{settings.throughput_events} events x {settings.throughput_runs} runs, workers {settings.throughput_workers} "
-        f"on {settings.throughput_backend}"
+        f"on {settings.throughput_backend}" + (f" with {settings.worker_env}" if settings.worker_env else "")
     )
     if settings.profile_dir:
         Path(settings.profile_dir).mkdir(parents=True, exist_ok=True)
@@ -979,6 +1071,8 @@ def run(args: argparse.Namespace) -> int:
     path = write_report(args.out, "webhooks", started, report)
     say("")
     say(table(latency, throughput))
+    if throughput and settings.worker_env:
+        say("  throughput workers: " + " ".join(f"{k}={v}" for k, v in settings.worker_env.items()))
     say(f"\nwrote {path}")
     return 0
 

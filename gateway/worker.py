@@ -27,7 +27,7 @@ from gateway.storage.webhooks import WebhookStore
 from gateway.sync.immediate import process_tick
 from gateway.usecases.operations import reconcile_tick
 from gateway.webhooks import wakeup
-from gateway.webhooks.delivery import deliver_batch
+from gateway.webhooks.delivery import Pipeline, WebhookClient
 
 log = logging.getLogger("emr_gateway.worker")
 
@@ -62,17 +62,15 @@ class Worker:
             await asyncio.wait_for(stop.wait(), timeout=seconds)
 
     async def _deliveries(self, stop: asyncio.Event) -> None:
-        webhooks = WebhookStore(self.store)
-        # Redirects are failures, never followed; each request sets its own timeout.
-        async with httpx.AsyncClient(follow_redirects=False) as http:
+        """Claims, sends and records overlapping (gateway.webhooks.delivery.Pipeline); one client for every endpoint,
+        so connections stay alive per receiver. Idle, it waits for a wake-up or the poll interval."""
+        async with WebhookClient(self.config) as client:
             while not stop.is_set():
                 try:
-                    claimed = await deliver_batch(webhooks, http, self.config, self.worker_id)
-                except Exception as exc:
-                    log_unexpected(log, "webhook delivery batch failed", exc)
-                    claimed = 0
-                if claimed == 0:
-                    await wakeup.wait(stop, self.config.webhook_poll_interval_seconds)
+                    await Pipeline(WebhookStore(self.store), client, self.config, self.worker_id).run(stop, wakeup.wait)
+                except Exception as exc:  # a bug, not a database or receiver failure (those are handled inside)
+                    log_unexpected(log, "webhook delivery loop failed; starting it again", exc)
+                    await self._sleep(stop, self.config.webhook_poll_interval_seconds)
 
     async def _scheduler(self, stop: asyncio.Event) -> None:
         tick = _scheduler_tick()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Callable
 
 import httpx
 
@@ -41,10 +42,21 @@ async def _main() -> None:
         await store.close()
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed (as `serve` gets it through uvicorn): the delivery loop is event-loop bound, and
+    uvloop's loop costs less CPU per webhook than asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run(args: argparse.Namespace) -> int:
     configure_logging()
     quiet_http_clients()
     if args.migrate:
         upgrade(load_config().database_url)
-    asyncio.run(_main())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_main())
     return 0

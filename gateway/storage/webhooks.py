@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import Row, and_, delete, insert, or_, select, update
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Row, and_, bindparam, case, delete, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.storage.ids import new_id
@@ -87,6 +90,7 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
     failing_since: datetime | None
     secrets: list[str]
+    locked_until: datetime  # the lease: sending after it lapsed could race another worker's claim
 
     def __repr__(self) -> str:
         return f"Claim(delivery_id={self.delivery_id!r}, endpoint_id={self.endpoint_id!r}, secrets=<redacted>)"
@@ -101,6 +105,20 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     response_body: str | None = None
     next_attempt_at: datetime | None = None
     gone: bool = False
+
+
+class Finished(msgspec.Struct, frozen=True):
+    """One sent attempt awaiting its record."""
+
+    claim: Claim
+    outcome: Outcome
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """What a batch record changed: the deliveries whose lease still held, the endpoints it disabled."""
+
+    delivery_ids: frozenset[str]
+    disabled_endpoints: frozenset[str] = frozenset()
 
 
 _TYPES = msgspec.json.Decoder(list[EventType])
@@ -139,6 +157,136 @@ def _delivery(row: Row[Any]) -> DeliveryRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def _state_of(outcome: Outcome) -> str:
+    if outcome.succeeded:
+        return SUCCEEDED
+    return DEAD if outcome.next_attempt_at is None else FAILED
+
+
+def _clean(value: str | None, limit: int) -> str | None:
+    """PostgreSQL text cannot hold NUL: one receiver answering with it must not fail the whole batch's record."""
+    if value is None:
+        return None
+    return value[:limit].replace("\x00", "\ufffd") or None
+
+
+_d = deliveries.c
+# One guarded UPDATE per delivery (SQLite, in one transaction): built once, executed with parameters.
+_FINISH_ONE = (
+    update(deliveries)
+    .where(_d.id == bindparam("b_id"), _d.state == DELIVERING, _d.locked_by == bindparam("b_worker"))
+    .values(
+        state=bindparam("b_state"),
+        attempts=_d.attempts + 1,
+        next_attempt_at=bindparam("b_next", type_=_d.next_attempt_at.type),
+        locked_until=None,
+        locked_by=None,
+        last_attempt_at=bindparam("b_now", type_=_d.last_attempt_at.type),
+        last_status_code=bindparam("b_code", type_=_d.last_status_code.type),
+        last_error=bindparam("b_error", type_=_d.last_error.type),
+        last_response_body=bindparam("b_body", type_=_d.last_response_body.type),
+        updated_at=bindparam("b_now2", type_=_d.updated_at.type),
+    )
+    .returning(_d.id)
+)
+# PostgreSQL: the whole batch in one statement, the same lease guard per row; RETURNING names the rows it held.
+_FINISH_MANY_PG = text(
+    """
+    UPDATE deliveries AS d SET
+        state = v.state, attempts = d.attempts + 1, next_attempt_at = v.next_attempt_at,
+        locked_until = NULL, locked_by = NULL, last_attempt_at = :now, last_status_code = v.status_code,
+        last_error = v.error, last_response_body = v.body, updated_at = :now
+    FROM unnest(
+        CAST(:ids AS varchar[]), CAST(:states AS varchar[]), CAST(:nexts AS timestamptz[]),
+        CAST(:codes AS integer[]), CAST(:errors AS varchar[]), CAST(:bodies AS text[])
+    ) AS v(id, state, next_attempt_at, status_code, error, body), webhook_endpoints AS e
+    WHERE d.id = v.id AND d.state = 'delivering' AND d.locked_by = :worker AND e.id = d.endpoint_id
+    RETURNING d.id, e.id AS endpoint_id, e.failing_since, e.enabled
+    """
+)
+
+
+# The delivery loop's hot path on its own connection (`Lane`): plain psycopg, autocommit, one statement each.
+_LANE_CLAIM = """
+    UPDATE deliveries AS d
+    SET state = 'delivering', locked_by = %(worker)s, locked_until = %(until)s, updated_at = %(now)s
+    FROM events AS ev, webhook_endpoints AS e
+    WHERE d.id IN (
+        SELECT d2.id FROM deliveries AS d2 JOIN webhook_endpoints AS e2 ON e2.id = d2.endpoint_id
+        WHERE e2.enabled AND (
+            (d2.state IN ('pending', 'failed') AND d2.next_attempt_at <= %(now)s)
+            OR (d2.state = 'delivering' AND d2.locked_until < %(now)s)
+        )
+        ORDER BY d2.next_attempt_at, d2.id
+        LIMIT %(limit)s
+        FOR UPDATE OF d2 SKIP LOCKED
+    ) AND ev.id = d.event_id AND e.id = d.endpoint_id
+    RETURNING d.id, d.attempts, d.event_id, d.next_attempt_at, ev.payload, e.id AS endpoint_id, e.location_id, e.url,
+        e.format, e.failing_since, e.key_id, e.ciphertext, e.previous_expires_at
+"""
+# A batch of successes: the guarded update, and the end of their endpoints' failing streaks, as one statement.
+_LANE_SUCCEEDED = """
+    WITH v AS (
+        SELECT * FROM unnest(CAST(%(ids)s AS varchar[]), CAST(%(codes)s AS integer[]), CAST(%(bodies)s AS text[]))
+            AS v(id, status_code, body)
+    ), done AS (
+        UPDATE deliveries AS d SET
+            state = 'succeeded', attempts = d.attempts + 1, next_attempt_at = NULL, locked_until = NULL,
+            locked_by = NULL, last_attempt_at = %(now)s, last_status_code = v.status_code, last_error = NULL,
+            last_response_body = v.body, updated_at = %(now)s
+        FROM v
+        WHERE d.id = v.id AND d.state = 'delivering' AND d.locked_by = %(worker)s
+        RETURNING d.id, d.endpoint_id
+    ), healed AS (
+        UPDATE webhook_endpoints AS e SET failing_since = NULL
+        WHERE e.id IN (SELECT endpoint_id FROM done) AND e.failing_since IS NOT NULL
+    )
+    SELECT id FROM done
+"""
+
+
+class Lane:
+    """A PostgreSQL connection of the delivery loop's own, in autocommit, driven with plain psycopg: a claim is one
+    statement, a batch of successes another. Measured: the pool's checkout, pre-ping and SQLAlchemy's per-statement
+    and per-row work cost more CPU than the statements themselves. Reconnects on the next use after a failure."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def fetch(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, row_factory=namedtuple_row)
+        try:
+            cursor = await self._conn.execute(sql, params)
+            return await cursor.fetchall()
+        except psycopg.Error:
+            await self.close()  # a broken or confused connection is never reused
+            raise
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+
+# What a claim reads: the delivery, its event's payload, its endpoint (secrets sealed).
+_CLAIMED = (
+    _d.id,
+    _d.attempts,
+    _d.event_id,
+    events.c.payload,
+    webhook_endpoints.c.id.label("endpoint_id"),
+    webhook_endpoints.c.location_id,
+    webhook_endpoints.c.url,
+    webhook_endpoints.c.format,
+    webhook_endpoints.c.failing_since,
+    webhook_endpoints.c.key_id,
+    webhook_endpoints.c.ciphertext,
+    webhook_endpoints.c.previous_expires_at,
+)
 
 
 def _due(now: datetime) -> Any:
@@ -365,13 +513,82 @@ class WebhookStore:
 
     # -- the delivery worker -----------------------------------------------------------------------------------------
 
-    async def claim(self, worker_id: str, *, limit: int, lease_seconds: float) -> list[Claim]:
+    def lane(self) -> Lane | None:
+        """A connection for one delivery task's hot path (PostgreSQL only); the caller closes it."""
+        if self._store.backend != "postgresql":
+            return None
+        url = self._store.engine.url.set(drivername="postgresql")
+        return Lane(url.render_as_string(hide_password=False))
+
+    async def claim(self, worker_id: str, *, limit: int, lease_seconds: float, lane: Lane | None = None) -> list[Claim]:
         """Leases up to `limit` due deliveries of enabled endpoints.
 
         PostgreSQL: FOR UPDATE SKIP LOCKED lets workers claim disjoint batches at once. SQLite: the write transaction
         takes the database lock at BEGIN, so the select-then-update is atomic for the single worker it serves.
         """
         now = _utcnow()
+        locked_until = now + timedelta(seconds=lease_seconds)
+        if lane is not None:
+            params = {"worker": worker_id, "until": locked_until, "now": now, "limit": limit}
+            rows: Sequence[Any] = sorted(
+                await lane.fetch(_LANE_CLAIM, params), key=lambda row: (row.next_attempt_at, row.id)
+            )
+        elif self._store.backend == "postgresql":
+            rows = await self._claim_pg(worker_id, limit, now, locked_until)
+        else:
+            rows = await self._claim_sqlite(worker_id, limit, now, locked_until)
+        claims = []
+        opened: dict[str, list[str]] = {}  # a batch is mostly one endpoint's: open its secrets once
+        for row in rows:
+            keys = opened.get(row.endpoint_id)
+            if keys is None:
+                sealed = self._open(row.endpoint_id, row.key_id, bytes(row.ciphertext))
+                keys = [sealed.current]
+                if sealed.previous and row.previous_expires_at is not None and row.previous_expires_at > now:
+                    keys.append(sealed.previous)
+                opened[row.endpoint_id] = keys
+            claims.append(
+                Claim(
+                    delivery_id=row.id,
+                    endpoint_id=row.endpoint_id,
+                    location_id=row.location_id,
+                    url=row.url,
+                    format=PayloadFormat(row.format),
+                    event_id=row.event_id,
+                    payload=bytes(row.payload),
+                    attempts=int(row.attempts),
+                    failing_since=row.failing_since.astimezone(UTC) if row.failing_since is not None else None,
+                    secrets=keys,
+                    locked_until=locked_until,
+                )
+            )
+        return claims
+
+    async def _claim_pg(self, worker_id: str, limit: int, now: datetime, locked_until: datetime) -> Sequence[Any]:
+        """One statement (lease and read together), so it runs in autocommit: no BEGIN/COMMIT round trips."""
+        d, e = deliveries.c, webhook_endpoints.c
+        picked = (
+            select(d.id)
+            .join(webhook_endpoints, e.id == d.endpoint_id)
+            .where(_due(now), e.enabled.is_(True))
+            .order_by(d.next_attempt_at, d.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=deliveries)
+            .correlate(None)
+        )
+        statement = (
+            update(deliveries)
+            .where(d.id.in_(picked.scalar_subquery()), events.c.id == d.event_id, e.id == d.endpoint_id)
+            .values(state=DELIVERING, locked_by=worker_id, locked_until=locked_until, updated_at=now)
+            .returning(d.next_attempt_at, *_CLAIMED)
+        )
+        async with self._store.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            rows = (await conn.execute(statement)).all()
+        return sorted(rows, key=lambda row: (row.next_attempt_at, row.id))  # RETURNING keeps no order
+
+    async def _claim_sqlite(self, worker_id: str, limit: int, now: datetime, locked_until: datetime) -> Sequence[Any]:
+        """The write transaction takes the database lock at BEGIN: select-then-update is atomic."""
         d, e = deliveries.c, webhook_endpoints.c
         async with self._store.engine.connect() as conn:
             # A plain read first, so an idle poll never takes SQLite's write lock.
@@ -394,118 +611,172 @@ class WebhookStore:
             await conn.execute(
                 update(deliveries)
                 .where(d.id.in_(ids))
-                .values(
-                    state=DELIVERING,
-                    locked_by=worker_id,
-                    locked_until=now + timedelta(seconds=lease_seconds),
-                    updated_at=now,
-                )
+                .values(state=DELIVERING, locked_by=worker_id, locked_until=locked_until, updated_at=now)
             )
-            rows = (
+            return (
                 await conn.execute(
-                    select(
-                        d.id,
-                        d.attempts,
-                        d.event_id,
-                        events.c.payload,
-                        e.id.label("endpoint_id"),
-                        e.location_id,
-                        e.url,
-                        e.format,
-                        e.failing_since,
-                        e.key_id,
-                        e.ciphertext,
-                        e.previous_expires_at,
-                    )
+                    select(*_CLAIMED)
                     .join(events, events.c.id == d.event_id)
                     .join(webhook_endpoints, e.id == d.endpoint_id)
                     .where(d.id.in_(ids))
                     .order_by(d.next_attempt_at, d.id)
                 )
             ).all()
-        claims = []
-        for row in rows:
-            sealed = self._open(row.endpoint_id, row.key_id, bytes(row.ciphertext))
-            keys = [sealed.current]
-            if sealed.previous and row.previous_expires_at is not None and row.previous_expires_at > now:
-                keys.append(sealed.previous)
-            claims.append(
-                Claim(
-                    delivery_id=row.id,
-                    endpoint_id=row.endpoint_id,
-                    location_id=row.location_id,
-                    url=row.url,
-                    format=PayloadFormat(row.format),
-                    event_id=row.event_id,
-                    payload=bytes(row.payload),
-                    attempts=int(row.attempts),
-                    failing_since=row.failing_since,
-                    secrets=keys,
-                )
-            )
-        return claims
 
     async def finish(self, claim: Claim, worker_id: str, outcome: Outcome, *, disable_after_seconds: float) -> bool:
-        """Records an attempt. Only the lease holder may: a worker that lost its lease changes nothing (False).
+        """Records one attempt (see `finish_many`); False when the lease was lost."""
+        recorded = await self.finish_many(
+            [Finished(claim, outcome)], worker_id, disable_after_seconds=disable_after_seconds
+        )
+        return claim.delivery_id in recorded.delivery_ids
 
-        A failure starts (or continues) the endpoint's failing streak; a 410, or a streak longer than
-        `disable_after_seconds`, disables the endpoint and records an `endpoint.disabled` event in the same
-        transaction.
+    async def finish_many(
+        self, finished: Sequence[Finished], worker_id: str, *, disable_after_seconds: float, lane: Lane | None = None
+    ) -> Recorded:
+        """Records a batch of attempts in ONE transaction. Only the lease holder may: a row whose lease another worker
+        took over is left alone (and is absent from the answer), row by row.
+
+        `finished` is in the order the answers came. Per endpoint, the last recorded answer decides: a success ends
+        its failing streak; a failure starts one (or continues it, unless a success came earlier in this batch). A 410,
+        or a streak longer than `disable_after_seconds`, disables the endpoint and records an `endpoint.disabled`
+        event in the same transaction.
         """
+        if not finished:
+            return Recorded(delivery_ids=frozenset())
         now = _utcnow()
-        d, e = deliveries.c, webhook_endpoints.c
-        if outcome.succeeded:
-            state = SUCCEEDED
-        elif outcome.next_attempt_at is None:
-            state = DEAD
-        else:
-            state = FAILED
-        body = outcome.response_body[:RESPONSE_BODY_LIMIT] if outcome.response_body is not None else None
+        if lane is not None and all(f.outcome.succeeded for f in finished):
+            params = {
+                "ids": [f.claim.delivery_id for f in finished],
+                "codes": [f.outcome.status_code for f in finished],
+                "bodies": [_clean(f.outcome.response_body, RESPONSE_BODY_LIMIT) for f in finished],
+                "now": now,
+                "worker": worker_id,
+            }
+            return Recorded(delivery_ids=frozenset(str(row.id) for row in await lane.fetch(_LANE_SUCCEEDED, params)))
+        async with self._store.write() as conn:
+            if self._store.backend == "postgresql":
+                held_rows = (
+                    await conn.execute(
+                        _FINISH_MANY_PG,
+                        {
+                            "ids": [f.claim.delivery_id for f in finished],
+                            "states": [_state_of(f.outcome) for f in finished],
+                            "nexts": [None if f.outcome.succeeded else f.outcome.next_attempt_at for f in finished],
+                            "codes": [f.outcome.status_code for f in finished],
+                            "errors": [_clean(f.outcome.error, 300) for f in finished],
+                            "bodies": [_clean(f.outcome.response_body, RESPONSE_BODY_LIMIT) for f in finished],
+                            "now": now,
+                            "worker": worker_id,
+                        },
+                    )
+                ).all()
+                recorded = frozenset(str(row.id) for row in held_rows)
+                known = {row.endpoint_id: (row.failing_since, bool(row.enabled)) for row in held_rows}
+            else:
+                known = None
+                held: set[str] = set()
+                for f in finished:
+                    row = (
+                        await conn.execute(
+                            _FINISH_ONE,
+                            {
+                                "b_id": f.claim.delivery_id,
+                                "b_worker": worker_id,
+                                "b_state": _state_of(f.outcome),
+                                "b_next": None if f.outcome.succeeded else f.outcome.next_attempt_at,
+                                "b_now": now,
+                                "b_now2": now,
+                                "b_code": f.outcome.status_code,
+                                "b_error": _clean(f.outcome.error, 300),
+                                "b_body": _clean(f.outcome.response_body, RESPONSE_BODY_LIMIT),
+                            },
+                        )
+                    ).first()
+                    if row is not None:
+                        held.add(f.claim.delivery_id)
+                recorded = frozenset(held)
+            by_endpoint: dict[str, list[Finished]] = {}
+            for f in finished:
+                if f.claim.delivery_id in recorded:
+                    by_endpoint.setdefault(f.claim.endpoint_id, []).append(f)
+            disabled = await self._endpoint_outcomes(conn, by_endpoint, now, disable_after_seconds, known)
+        return Recorded(delivery_ids=recorded, disabled_endpoints=disabled)
+
+    async def _endpoint_outcomes(
+        self,
+        conn: AsyncConnection,
+        by_endpoint: dict[str, list[Finished]],
+        now: datetime,
+        disable_after_seconds: float,
+        known: dict[str, tuple[datetime | None, bool]] | None,
+    ) -> frozenset[str]:
+        """Failing streaks and disabling. Unlocked state first (`known`: what the record's RETURNING read, else a plain
+        read): a healthy endpoint that answered 2xx needs no write (and no row lock, so workers recording for the same
+        endpoint do not queue); the others are locked in id order, so two workers' batches cannot deadlock."""
+        if not by_endpoint:
+            return frozenset()
+        e = webhook_endpoints.c
+
+        def wanted(endpoint_id: str, failing_since: datetime | None) -> datetime | None:
+            answers = by_endpoint[endpoint_id]
+            if answers[-1].outcome.succeeded:
+                return None
+            if failing_since is None or any(f.outcome.succeeded for f in answers):
+                return now
+            return failing_since
+
+        def disable_reason(endpoint_id: str, since: datetime | None) -> str | None:
+            if any(f.outcome.gone for f in by_endpoint[endpoint_id]):
+                return "the receiver answered 410 Gone"
+            if since is not None and (now - since).total_seconds() >= disable_after_seconds:
+                return f"failing continuously since {since.isoformat()}"
+            return None
+
+        def needs_work(endpoint_id: str, failing_since: datetime | None, enabled: bool) -> bool:
+            since = wanted(endpoint_id, failing_since)
+            return since != failing_since or (enabled and disable_reason(endpoint_id, since) is not None)
+
+        if known is None:
+            query = select(e.id, e.failing_since, e.enabled).where(e.id.in_(sorted(by_endpoint)))
+            known = {row.id: (row.failing_since, bool(row.enabled)) for row in (await conn.execute(query)).all()}
+        touch = sorted(i for i, (since, enabled) in known.items() if i in by_endpoint and needs_work(i, since, enabled))
+        if not touch:
+            return frozenset()
+        locked = (
+            await conn.execute(
+                select(e.id, e.failing_since, e.enabled).where(e.id.in_(touch)).order_by(e.id).with_for_update()
+            )
+        ).all()
+        disabled: set[str] = set()
+        for row in locked:
+            answers = by_endpoint[row.id]
+            since = wanted(row.id, row.failing_since)
+            if since != row.failing_since:
+                await conn.execute(update(webhook_endpoints).where(e.id == row.id).values(failing_since=since))
+            reason = disable_reason(row.id, since)
+            if reason is not None and row.enabled:
+                await self._disable(conn, answers[0].claim, reason, now)
+                disabled.add(row.id)
+        return frozenset(disabled)
+
+    async def release(self, claims: Sequence[Claim], worker_id: str) -> int:
+        """Gives back leased deliveries that were never sent (a stopping worker's prefetched claims), due as before."""
+        if not claims:
+            return 0
+        d = deliveries.c
         async with self._store.write() as conn:
             done = await conn.execute(
                 update(deliveries)
-                .where(d.id == claim.delivery_id, d.state == DELIVERING, d.locked_by == worker_id)
+                .where(d.id.in_([c.delivery_id for c in claims]), d.state == DELIVERING, d.locked_by == worker_id)
                 .values(
-                    state=state,
-                    attempts=d.attempts + 1,
-                    next_attempt_at=None if outcome.succeeded else outcome.next_attempt_at,
+                    state=case((d.attempts == 0, PENDING), else_=FAILED),
                     locked_until=None,
                     locked_by=None,
-                    last_attempt_at=now,
-                    last_status_code=outcome.status_code,
-                    last_error=(outcome.error or "")[:300] or None,
-                    last_response_body=body,
-                    updated_at=now,
+                    updated_at=_utcnow(),
                 )
                 .returning(d.id)
             )
-            if done.first() is None:
-                return False
-            if outcome.succeeded:
-                await conn.execute(
-                    update(webhook_endpoints)
-                    .where(e.id == claim.endpoint_id, e.failing_since.is_not(None))
-                    .values(failing_since=None)
-                )
-                return True
-            row = (
-                await conn.execute(
-                    select(e.failing_since, e.enabled).where(e.id == claim.endpoint_id).with_for_update()
-                )
-            ).first()
-            if row is None:
-                return True
-            failing_since = row.failing_since or now
-            if row.failing_since is None:
-                await conn.execute(update(webhook_endpoints).where(e.id == claim.endpoint_id).values(failing_since=now))
-            reason = None
-            if outcome.gone:
-                reason = "the receiver answered 410 Gone"
-            elif (now - failing_since).total_seconds() >= disable_after_seconds:
-                reason = f"failing continuously since {failing_since.isoformat()}"
-            if reason is not None and row.enabled:
-                await self._disable(conn, claim, reason, now)
-        return True
+            return len(done.all())
 
     async def _disable(self, conn: AsyncConnection, claim: Claim, reason: str, now: datetime) -> None:
         e = webhook_endpoints.c

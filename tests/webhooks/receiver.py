@@ -25,6 +25,12 @@ class Received(msgspec.Struct, kw_only=True):
     status: int  # what we answered
 
 
+class _Server(ThreadingHTTPServer):
+    # A worker opens up to a batch of connections at once; the default backlog (5) drops the rest's SYNs, and the
+    # kernel retries them only after a second, which looks like a slow receiver.
+    request_queue_size = 128
+
+
 class Receiver:
     """`answer` is the standing reply; `script` holds one-off replies used first, in order."""
 
@@ -66,7 +72,7 @@ class Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

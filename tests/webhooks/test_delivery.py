@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import msgspec
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from gateway.storage.webhooks import EndpointRecord
 from tests.webhooks.conftest import WebhookHarness, wait_until
 from tests.webhooks.receiver import Answer, Receiver, verify
 
@@ -195,3 +197,64 @@ def wh_events(wh: WebhookHarness, event_type: object) -> list:  # type: ignore[t
             await store.close()
 
     return run_sync(go())
+
+
+SCHEDULE = (0.0, 0.3, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6)
+
+
+@pytest.mark.gateway_config(webhook_retry_schedule=SCHEDULE, webhook_retry_jitter=0.0, webhook_batch_size=4)
+def test_a_receiver_that_fails_mid_run_is_retried_on_schedule(wh: WebhookHarness, receiver: Receiver) -> None:
+    """200, then 500 for a while, then 200 again: what was sent during the outage is retried at the schedule's
+    delays (jitter off) until it gets through; nothing else is sent twice; the endpoint's failing streak ends."""
+    hook = subscribe(wh, receiver.url)
+    before = [wh.publish() for _ in range(3)]
+    wait_until(lambda: len(receiver.snapshot()) == 3, what="the first events")
+    receiver.answer = Answer(status=500, body=b"down")
+    during = [wh.publish() for _ in range(3)]
+
+    def failures(event_id: str) -> int:
+        return sum(1 for r in receiver.snapshot() if r.headers["webhook-id"] == event_id and r.status == 500)
+
+    wait_until(lambda: all(failures(e.id) >= 3 for e in during), what="two retries of each failing event")
+    receiver.answer = Answer(status=200)
+    after = [wh.publish() for _ in range(3)]
+    everything = before + during + after
+    wait_until(
+        lambda: {r.headers["webhook-id"] for r in receiver.snapshot() if r.status == 200} == {e.id for e in everything},
+        what="every event through",
+    )
+    got = receiver.snapshot()
+    for r in got:
+        verify(str(hook["secret"]), r)
+    assert all(r.status == 200 for r in got if r.headers["webhook-id"] in {e.id for e in before + after})
+    assert len(got) == len(before) + len(after) + sum(failures(e.id) + 1 for e in during)
+    for event in during:
+        hits = [r for r in got if r.headers["webhook-id"] == event.id]
+        assert [r.status for r in hits][-1] == 200
+        assert {r.status for r in hits[:-1]} == {500}
+        for made, (earlier, later) in enumerate(pairwise(hits), start=1):
+            gap = later.at - earlier.at
+            assert SCHEDULE[made] - 0.05 <= gap < SCHEDULE[made] + 2.0, (made, gap)
+    wait_until(lambda: {d["state"] for d in deliveries(wh, str(hook["id"]))} == {"succeeded"}, what="all recorded")
+    log = {d["event_id"]: d for d in deliveries(wh, str(hook["id"]))}
+    for event in during:
+        assert log[event.id]["attempts"] == failures(event.id) + 1
+        assert log[event.id]["last_status_code"] == 200
+    assert endpoint_record(wh, str(hook["id"])).failing_since is None
+
+
+def endpoint_record(wh: WebhookHarness, endpoint_id: str) -> EndpointRecord:
+    from gateway.storage.store import Store
+    from gateway.storage.webhooks import WebhookStore
+    from tests.gateway.conftest import run_sync
+
+    async def go() -> EndpointRecord | None:
+        store = await Store.open(wh.database_url, wh.keyring)
+        try:
+            return await WebhookStore(store).get_endpoint(wh.sites[0].location_id, endpoint_id)
+        finally:
+            await store.close()
+
+    record = run_sync(go())
+    assert record is not None
+    return record
