@@ -1009,7 +1009,7 @@ def table(rows: Sequence[Row], rates: Sequence[RateInfo]) -> str:
         "",
         "target (issue 17): quiet poll = floor; poll and sweep = floor + ceil(patients to read / batch) + 1; "
         "full sync = floor + the catalog (5). A patient met for the first time on an EMR whose full listing is not "
-        "complete (SimplePractice) also costs one read of their appointments. "
+        "complete also costs one read of their appointments. "
         "req/day@poll: quiet polls at the interval the gateway derives for one location",
         "rates: @EMR limit = requests / rate; @gw pacing = the adapter's token buckets, burst first",
     ]

@@ -158,6 +158,9 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
     # Unpublished; no faster than a person clicking through the web app.
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=2.0, burst=10),)
     min_booking_calls: ClassVar[int] = 3  # pre-check, create, post-check
+    # The full listing covers what a client's own listing does (LIST_BACK to LIST_AHEAD): snapshots from facts
+    # count exactly what they counted when each client's appointments were read.
+    full_listing_complete: ClassVar[bool] = True
     # Times go out as the location's wall time with its offset; a practice in another zone that read the wall time
     # would store them hours off. Both ends are sent (`endTime`), so no unit setting is involved.
     write_settings: ClassVar[dict[str, str]] = {
@@ -674,7 +677,9 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
         The cursor is `<since>|<walk as JSON>` (adapters/simplepractice/feed.py); a bare RFC 3339 time, as the first
         poll returns and older versions stored, starts a pass that reports every change since that time. One more
         than a day old (the full listing's 2000-01-01, a location not polled for a day) is caught up at once: the
-        whole window is read, ceil(E / 50) requests, once. With no cursor the feed starts now. `>=` re-reads
+        whole window is read, ceil(E / 50) requests, once; a cursor from before `LIST_BACK` (the full listing's
+        2000-01-01) reads the span a client's own listing covers instead, ten years back to two ahead, so that
+        listing is complete in the same sense. With no cursor the feed starts now. `>=` re-reads
         records stamped at the cursor: a repeat is harmless, a miss not.
         """
         now = datetime.now(UTC)
@@ -684,7 +689,10 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
         since, walk = state.since, state.walk
         clients = await self._clients_since(since)
         if feed.catching_up(state, now):  # the whole window at once; a pass starts from now on
-            changed = [a for a in await self._calendar(*feed.window(now)) if self._changed_here(a, since)]
+            # A full listing reads what a client's own listing covers (ten years back, two ahead), so the gateway
+            # may build every snapshot from what it stored (`full_listing_complete`).
+            span = (now - LIST_BACK, now + LIST_AHEAD) if since <= now - LIST_BACK else feed.window(now)
+            changed = [a for a in await self._calendar(*span) if self._changed_here(a, since)]
             walk = feed.caught_up(now)
         else:
             changed, walk = await self._calendar_changed(since, walk, now)

@@ -14,7 +14,7 @@ import pytest
 
 from adapters.errors import Rejected
 from adapters.simplepractice import feed
-from adapters.simplepractice.adapter import SimplePracticeAdapter
+from adapters.simplepractice.adapter import LIST_AHEAD, LIST_BACK, SimplePracticeAdapter
 from schemas.appointments import AppointmentStatus
 from schemas.changes import ChangeSet
 from tests.adapters.simplepractice.conftest import ZONE, Env
@@ -174,8 +174,8 @@ async def _next_second() -> None:
 
 
 async def test_a_bare_cursor_older_than_a_day_reads_the_whole_window_once(env: Env) -> None:
-    """The full listing's cursor (2000-01-01), or a location not polled for a day: caught up in one poll, the
-    way the feed before the walk read the calendar every poll; the polls after it are quiet again."""
+    """A location not polled for a day (here a year): caught up in one poll, the way the feed before the walk read
+    the calendar every poll; the polls after it are quiet again."""
     fill(env, 5)
     adapter = env.adapter()
     office = next(iter(env.emulator.offices))
@@ -185,13 +185,31 @@ async def test_a_bare_cursor_older_than_a_day_reads_the_whole_window_once(env: E
         for a in env.emulator.appointments.values()
         if a.office_id == office and now - feed.CHANGE_BACK <= a.start < now + feed.CHANGE_AHEAD
     }
-    changes, requests = await poll(env, adapter, "2000-01-01T00:00:00Z")
+    changes, requests = await poll(env, adapter, (now - dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     assert {a.id for a in changes.appointments} == watched
     assert requests == 1 + 20  # the clients (one page), the window's 975 entries at 50 a page
     quiet, requests = await poll(env, adapter, changes.cursor)
     assert requests == 3
     since = feed.parse(changes.cursor, now).since  # only what is stamped in the cursor's second comes again
     assert all(a.updated_at is not None and a.updated_at < since + dt.timedelta(seconds=1) for a in quiet.appointments)
+
+
+async def test_the_full_listing_reads_what_a_clients_own_listing_covers(env: Env) -> None:
+    """`sync --full` (the 2000-01-01 cursor): ten years back to two ahead, the span `list_appointments` reads for
+    one client, so the gateway's snapshots from stored facts count what a client's own listing would."""
+    fill(env, 5)
+    adapter = env.adapter()
+    office = next(iter(env.emulator.offices))
+    now = dt.datetime.now(dt.UTC)
+    span = (now - LIST_BACK, now + LIST_AHEAD)
+    inside = [a for a in env.emulator.appointments.values() if span[0] <= a.start < span[1]]
+    listed = {a.id for a in inside if a.office_id == office}
+    changes, requests = await poll(env, adapter, "2000-01-01T00:00:00Z")
+    assert {a.id for a in changes.appointments} == listed
+    assert requests == 1 + math.ceil(len(inside) / 50)  # the clients, then every entry of the span at 50 a page
+    assert SimplePracticeAdapter.full_listing_complete
+    _, requests = await poll(env, adapter, changes.cursor)
+    assert requests == 3
 
 
 @pytest.mark.parametrize(("last_poll_days_ago", "reported"), [(3, True), (0, False)])
