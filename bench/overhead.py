@@ -205,10 +205,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def emulator_process(conn: Connection, port: int) -> None:
+def emulator_process(conn: Connection, port: int, rate_limit_per_minute: int = HUGE) -> None:
     """Child process: serve a fresh Cliniko emulator on `port` (0: any) until the parent says stop (or goes away).
 
     Ids are deterministic, so a fresh emulator on the same port is the same account to the gateway, only emptier.
+    The emulator's own limit is out of reach unless `rate_limit_per_minute` says otherwise (bench.webhooks gives it
+    Cliniko's 200).
     """
     from adapters.cliniko.emulator import ClinikoEmulator
     from adapters.emulation import SeedPatient, ServerThread, default_seed
@@ -218,7 +220,7 @@ def emulator_process(conn: Connection, port: int) -> None:
         SeedPatient(first_name=f"Bench{i}", last_name="Patient", email=f"bench{i}@example.com")
         for i in range(BENCH_PATIENTS)
     ]
-    emulator = ClinikoEmulator(seed, rate_limit_per_minute=HUGE)
+    emulator = ClinikoEmulator(seed, rate_limit_per_minute=rate_limit_per_minute)
     server = ServerThread(emulator.app(), port=port)
     base_url = server.start()
     settings, credentials = emulator.location_config(base_url)

@@ -30,7 +30,6 @@ import httpx
 import msgspec
 
 from bench.overhead import (
-    BENCH_PATIENTS,
     EMR_BUDGETS_OFF,
     HUGE,
     PG_ENVS,
@@ -51,6 +50,7 @@ from bench.overhead import (
     _start_emulator,
     _stat,
     database,
+    emulator_process,
     machine_info,
     write_report,
 )
@@ -361,40 +361,12 @@ def gateway_env(
     }
 
 
+CLINIKO_PER_MINUTE = 200  # Cliniko's published limit per user
+
+
 def budgeted_emulator_process(conn: Connection, port: int) -> None:
     """Child process: as bench.overhead's emulator, but with Cliniko's own rate limit (200 requests/min per user)."""
-    from adapters.cliniko.emulator import ClinikoEmulator
-    from adapters.emulation import SeedPatient, ServerThread, default_seed
-
-    seed = default_seed()
-    seed.patients += [
-        SeedPatient(first_name=f"Bench{i}", last_name="Patient", email=f"bench{i}@example.com")
-        for i in range(BENCH_PATIENTS)
-    ]
-    emulator = ClinikoEmulator(seed)  # the constructor's default is Cliniko's published limit
-    server = ServerThread(emulator.app(), port=port)
-    base_url = server.start()
-    settings, credentials = emulator.location_config(base_url)
-    service = next(t for t in emulator.appointment_types.values() if t.name == seed.services[0].name)
-    info = EmulatorInfo(
-        base_url=base_url,
-        settings_json=settings,
-        credentials_json=credentials,
-        api_key=msgspec.json.decode(credentials)["api_key"],
-        business_id=emulator.business_ids()[0],
-        practitioner_ids=list(emulator.practitioners),
-        service_id=service.id,
-        service_minutes=seed.services[0].duration_minutes,
-        patient_id=next(iter(emulator.patients)),
-        time_zone=seed.time_zone,
-        open_from=seed.open_from,
-        open_until=seed.open_until,
-        patient_ids=list(emulator.patients),
-    )
-    conn.send_bytes(msgspec.json.encode(info))
-    with suppress(EOFError):
-        conn.recv_bytes()
-    server.stop()
+    emulator_process(conn, port, rate_limit_per_minute=CLINIKO_PER_MINUTE)
 
 
 def _start_emulator_with(emr_budget: str) -> tuple[ChildProcess, EmulatorInfo]:

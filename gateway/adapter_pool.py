@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from gateway.emr import AnyAdapter, EMRPacing, build_adapter
+from gateway.emr import AnyAdapter, EMRPacing, location_adapter
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
 
@@ -39,13 +39,10 @@ class AdapterPool:
             if hit and now - hit[0] < self.ttl:
                 return hit[1]
             credentials = await self.store.get_credentials(location.id)
-            adapter = build_adapter(
-                location.emr,
-                location.settings_json,
+            adapter = location_adapter(
+                location,
                 credentials,
                 http=self.http,
-                location_id=location.id,
-                time_zone=location.time_zone,
                 store=self.store,
                 pacing=self.pacing,
                 write_patience_seconds=self.write_patience,

@@ -15,6 +15,7 @@ from adapters.registry import get_adapter_class
 from gateway.config import GatewayConfig
 from gateway.storage import pb_client_index
 from gateway.storage.rate_buckets import StoredBudget
+from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
 
 AnyAdapter: TypeAlias = EMRAdapter[Any, Any]
@@ -97,3 +98,26 @@ def build_adapter(
     if store is not None:
         pb_client_index.attach(adapter, store, location_id)
     return adapter
+
+
+def location_adapter(
+    location: LocationRecord,
+    credentials_json: bytes,
+    *,
+    http: httpx.AsyncClient,
+    store: Store,
+    pacing: EMRPacing,
+    write_patience_seconds: float | None = None,
+) -> AnyAdapter:
+    """The adapter for a stored location, behind its account's budget: what serve, the worker and the CLI use."""
+    return build_adapter(
+        location.emr,
+        location.settings_json,
+        credentials_json,
+        http=http,
+        location_id=location.id,
+        time_zone=location.time_zone,
+        store=store,
+        pacing=pacing,
+        write_patience_seconds=write_patience_seconds,
+    )

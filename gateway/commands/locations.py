@@ -250,7 +250,7 @@ async def _verify_location(location_id: str) -> VerifyReport:
     from adapters.errors import ContractChanged
     from gateway import emr_contract
     from gateway.config import load_config
-    from gateway.emr import EMRPacing, build_adapter
+    from gateway.emr import EMRPacing, location_adapter
 
     store = await open_store(database_url(), load_keyring())
     try:
@@ -260,13 +260,10 @@ async def _verify_location(location_id: str) -> VerifyReport:
         credentials = await store.get_credentials(record.id)
         try:
             async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_SECONDS) as http:
-                adapter = build_adapter(
-                    record.emr,
-                    record.settings_json,
+                adapter = location_adapter(
+                    record,
                     credentials,
                     http=http,
-                    location_id=record.id,
-                    time_zone=record.time_zone,
                     store=store,
                     pacing=EMRPacing.for_config(load_config(), store),  # the clinic's budget, shared with serve
                 )

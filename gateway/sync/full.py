@@ -20,7 +20,7 @@ import msgspec
 from adapters.base import FULL_LISTING
 from adapters.registry import get_adapter_class
 from gateway.config import GatewayConfig, write_patience
-from gateway.emr import AnyAdapter, EMRPacing, build_adapter
+from gateway.emr import AnyAdapter, EMRPacing, location_adapter
 from gateway.storage import sync as db
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
@@ -71,13 +71,10 @@ class SyncObserver(Protocol):
 def adapter_for(
     store: Store, http: httpx.AsyncClient, config: GatewayConfig, location: LocationRecord, credentials: bytes
 ) -> AnyAdapter:
-    return build_adapter(
-        location.emr,
-        location.settings_json,
+    return location_adapter(
+        location,
         credentials,
         http=http,
-        location_id=location.id,
-        time_zone=location.time_zone,
         store=store,
         pacing=EMRPacing.for_config(config, store),
         write_patience_seconds=write_patience(config),

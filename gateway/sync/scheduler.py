@@ -27,7 +27,7 @@ from adapters.registry import get_adapter_class
 from gateway import emr_contract
 from gateway.catalog import Catalog, CatalogCache
 from gateway.config import GatewayConfig, write_patience
-from gateway.emr import AnyAdapter, EMRPacing, build_adapter
+from gateway.emr import AnyAdapter, EMRPacing, location_adapter
 from gateway.logsafe import log_unexpected
 from gateway.storage import sync as db
 from gateway.storage.rate_buckets import StoredBudget
@@ -198,18 +198,17 @@ async def _poll(
 ) -> int:
     shared = _pacing(config, store)
     counted = _Counted(shared.budget)
+    account: str | None = None  # known once the adapter is built; kept even when the poll fails (see release)
     try:
-        adapter = build_adapter(
-            location.emr,
-            location.settings_json,
+        adapter = location_adapter(
+            location,
             await store.get_credentials(location.id),
             http=http,
-            location_id=location.id,
-            time_zone=location.time_zone,
             store=store,
             pacing=EMRPacing(counted, shared.overrides, shared.max_wait),
             write_patience_seconds=write_patience(config),
         )
+        account = EMRPacing.account_key(type(adapter), adapter.credentials)
         catalog = cached_catalog(config, store, adapter)
         changes = await adapter.changes_since(state.cursor)
         found = await detect(store, adapter, location, changes, catalog=catalog, now=now, worker_id=worker_id)
@@ -233,7 +232,15 @@ async def _poll(
             log.warning("sync failed", extra={"location_id": location.id, "error": error, "retry_in": delay})
             if isinstance(exc, ContractChanged):
                 await emr_contract.note(store, location.id, exc, emr=location.emr)
-        await db.release(store, location.id, worker_id, next_poll_at=now + timedelta(seconds=delay), error=error)
+        # The account is recorded even so: a location that keeps failing must not count as sharing every account.
+        await db.release(
+            store,
+            location.id,
+            worker_id,
+            next_poll_at=now + timedelta(seconds=delay),
+            error=error,
+            account_key=account,
+        )
         return 0
     cls = type(adapter)
     account = EMRPacing.account_key(cls, adapter.credentials)

@@ -220,9 +220,9 @@ def test_after_a_full_sync_a_cancellation_costs_the_feed_and_one_patient_batch(
     by_kind = Counter("feed" if feed in r else "patients" if r.startswith("/v1/patients?") else "catalog" for r in sent)
     assert by_kind["feed"] == 2, sent  # patients and appointments changed since the cursor
     assert by_kind["patients"] == 1  # the cancelled appointment's patient, in one batch read
-    # Names for the event: practitioners, their users, appointment types, the business (read twice today: the
-    # catalog's concurrent service and location reads both miss the adapter's business cache).
-    assert by_kind["catalog"] <= 5, "\n".join(sent)
+    # Names for the event: practitioners, their users, appointment types, the business (once, though the catalog
+    # asks for services and locations at the same time: both need it).
+    assert by_kind["catalog"] == 4, "\n".join(sent)
     assert not [r for r in sent if "patient_id" in r]  # no patient's appointments listed: the facts are complete
     cancel, updated = sync.new_events()
     assert (cancel.type, updated.type) == (EventType.APPOINTMENT_CANCELLED, EventType.PATIENT_UPDATED)

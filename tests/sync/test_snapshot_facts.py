@@ -12,12 +12,15 @@ from typing import TypeVar
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from adapters.cliniko.adapter import ClinikoAdapter
+from adapters.emulation import Fault, FaultKind
 from adapters.pacing import RateLimit
 from gateway.config import GatewayConfig
 from gateway.storage import sync as db
 from gateway.storage.store import Store
+from gateway.storage.tables import sync_state
 from gateway.sync.scheduler import adaptive_interval
 from schemas.webhooks import AppointmentEventData, EventType, PatientSnapshot
 from tests.gateway.conftest import Harness, run_sync
@@ -210,3 +213,28 @@ def test_a_patient_the_emr_no_longer_has_is_forgotten(harness: Harness) -> None:
     # other facts and their digest are gone.
     assert sync.run(stored) == (1, 0)
     clinic.close()
+
+
+def test_a_location_whose_polls_fail_still_counts_once_for_its_account(harness: Harness) -> None:
+    """Until a location's account is known it counts as sharing every account (a new fleet starts slowly); a
+    location whose every poll fails must not stay unknown and slow every other account's polls forever."""
+    sync = Sync(harness)
+    sync.tick()  # the first poll only sets the cursor (no request on Cliniko)
+
+    async def forget(store: Store, _http: httpx.AsyncClient) -> None:
+        # As if that first poll had failed (an EMR whose first poll already calls it, e.g. a token mint).
+        async with store.write() as conn:
+            await conn.execute(update(sync_state).values(account_key=None, next_poll_at=None))
+
+    sync.run(forget)
+    harness.emulator.faults.add(Fault(kind=FaultKind.RATE_LIMIT, path_prefix="/v1/patients", retry_after=60, count=4))
+    sync.tick()  # both locations' feeds are refused
+
+    async def sharing(store: Store, _http: httpx.AsyncClient) -> tuple[list[db.SyncState | None], int]:
+        states = [await db.get_state(store, site.location_id) for site in harness.sites]
+        return states, await db.locations_sharing(store, "emr:cliniko:some-other-account")
+
+    states, other = sync.run(sharing)
+    assert all(s is not None and s.last_error == "RateLimited" for s in states)
+    assert all(s is not None and s.account_key is not None for s in states)
+    assert other == 1  # neither failing location counts towards another account
