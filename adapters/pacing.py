@@ -232,14 +232,27 @@ class PacedTransport(httpx.AsyncBaseTransport):
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def _send(self, request: httpx.Request) -> httpx.Response:
         if self.limits:
             await self._admit()
         if self._route is not None:
-            response = await self._route(request.url).handle_async_request(request)
-        else:
-            response = await self.inner.send(request, stream=True)
-        if response.status_code == 429 and self.limits:
+            return await self._route(request.url).handle_async_request(request)
+        return await self.inner.send(request, stream=True)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """A 429 pauses every holder of the budget; the refused request (a 429 applied nothing, so this is safe for
+        writes too) is sent once more when the pause fits within `max_wait`: another process or a clock's jitter
+        spent the EMR's allowance, not this request's caller."""
+        response = await self._send(request)
+        if response.status_code != 429 or not self.limits:
+            return response
+        pause = retry_after_seconds(response)
+        await self.budget.penalize(self.keys[0], self.limits[0], pause)
+        if pause > self.max_wait or not isinstance(request.stream, httpx.ByteStream):
+            return response
+        await response.aclose()
+        response = await self._send(request)
+        if response.status_code == 429:
             await self.budget.penalize(self.keys[0], self.limits[0], retry_after_seconds(response))
         return response
 
