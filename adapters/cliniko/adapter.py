@@ -37,6 +37,7 @@ from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
 from adapters.probes import ProbeFn
 from adapters.reconcile import AmbiguousWrite, unknown
+from adapters.stamps import settled_cursor
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.availability import Slot
@@ -643,6 +644,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         stamp = mapping.rfc3339(since)
+        started = datetime.now(UTC)
         patients = await self.client.list(
             "patients",
             wire.PatientList,
@@ -674,7 +676,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
             appointments=[
                 self._appointment(a) for a in sorted(latest_appointments.values(), key=lambda a: a.updated_at)
             ],
-            cursor=mapping.rfc3339(max(stamps)) if stamps else stamp,
+            cursor=mapping.rfc3339(settled_cursor(max(stamps), since, started)) if stamps else stamp,
         )
 
     async def full_listing_requests(self) -> int | None:

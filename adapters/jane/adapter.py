@@ -96,6 +96,7 @@ from adapters.jane.settings import JaneCredentials, JaneSettings, browser_tab_id
 from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
 from adapters.reconcile import AMBIGUOUS_STATUSES, AmbiguousWrite, reconciled, unknown, watch
+from adapters.stamps import settled_cursor
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment
 from schemas.availability import Slot
@@ -883,7 +884,7 @@ class JaneAdapter(EMRAdapter[JaneSettings, JaneCredentials]):
         return ChangeSet(
             patients=list(patients.values()),
             appointments=[self._appointment(a) for a in changed],
-            cursor=_stamp(max(stamps)) if stamps else _stamp(since),
+            cursor=_stamp(settled_cursor(max(stamps), since, now)) if stamps else _stamp(since),
         )
 
     # ------------------------------------------------------------------------------------------------ verify

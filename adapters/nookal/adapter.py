@@ -134,6 +134,7 @@ from adapters.nookal.locations import LOCATIONS, account_of
 from adapters.nookal.settings import NookalCredentials, NookalSettings
 from adapters.pacing import RateLimit
 from adapters.reconcile import AmbiguousWrite
+from adapters.stamps import settled_cursor
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.availability import Slot
@@ -1040,6 +1041,7 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
         if since.tzinfo is None:
             since = since.replace(tzinfo=dt.UTC)
         stamp = mapping.since_stamp(since, zone)
+        started = dt.datetime.now(dt.UTC)
         patients = await self.client.read_all(
             "getPatients", wire.Patients, lambda r: r.patients, [("last_modified", stamp)]
         )
@@ -1053,7 +1055,7 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
         stamps = [p.updated_at for p in changed_patients if p.updated_at] + [
             a.updated_at for a in changed_appointments if a.updated_at
         ]
-        latest = max([since, *stamps])
+        latest = settled_cursor(max([since, *stamps]), since, started)
         return ChangeSet(
             patients=changed_patients,
             appointments=changed_appointments,

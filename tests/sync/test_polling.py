@@ -209,3 +209,21 @@ def test_the_daily_sweep_rechecks_without_repeating_itself(harness: Harness) -> 
     sync.tick()
     assert sync.new_events() == []
     clinic.close()
+
+
+def test_a_change_stamped_before_the_newest_stamp_read_is_still_seen(harness: Harness) -> None:
+    """Cliniko keeps `updated_at` moving by stamping a second change within one second a second later, so rapid
+    edits leave stamps ahead of the clock; a booking made just after is stamped earlier than them. The cursor is
+    held back, so the next poll still reads it."""
+    sync, clinic = Sync(harness), ClinicScreens(harness)
+    sync.tick()
+    first = clinic.book(local(day_ahead(), 10))
+    for hour in (11, 12, 13):
+        clinic.move(first, local(day_ahead(), hour))
+    sync.tick()
+    sync.new_events()
+    second = clinic.book(local(day_ahead(3), 9))
+    sync.tick()
+    booked = [e for e in sync.new_events() if e.type == BOOKED]
+    assert [e.data.appointment.id for e in booked if isinstance(e.data, AppointmentEventData)] == [second]
+    clinic.close()
