@@ -189,6 +189,9 @@ class LeasedBudget:
         await self.shared.penalize(key, limit, seconds)
 
 
+RESEND_PAUSE = 2.0  # seconds: longer pauses are answered, not waited out
+
+
 class PacedTransport(httpx.AsyncBaseTransport):
     """Waits for the account's budget before each request and hands it to the shared client (its connection pool).
 
@@ -240,15 +243,15 @@ class PacedTransport(httpx.AsyncBaseTransport):
         return await self.inner.send(request, stream=True)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """A 429 pauses every holder of the budget; the refused request (a 429 applied nothing, so this is safe for
-        writes too) is sent once more when the pause fits within `max_wait`: another process or a clock's jitter
-        spent the EMR's allowance, not this request's caller."""
+        """A 429 pauses every holder of the budget. A momentary overrun (a pause of at most `RESEND_PAUSE`, e.g.
+        another process's burst or the jitter between two clocks) sends the refused request once more after it (a
+        429 applied nothing, so this is safe for writes too); a longer pause is the caller's `RateLimited`."""
         response = await self._send(request)
         if response.status_code != 429 or not self.limits:
             return response
         pause = retry_after_seconds(response)
         await self.budget.penalize(self.keys[0], self.limits[0], pause)
-        if pause > self.max_wait or not isinstance(request.stream, httpx.ByteStream):
+        if pause > min(self.max_wait, RESEND_PAUSE) or not isinstance(request.stream, httpx.ByteStream):
             return response
         await response.aclose()
         response = await self._send(request)

@@ -14,7 +14,24 @@ from adapters.transport import EMRTransport
 
 
 class _Clinic(BaseHTTPRequestHandler):
-    """`/login` sets a session cookie (as Jane and SimplePractice do); `/echo` answers the Cookie header it got."""
+    """`/login` sets a session cookie (as Jane and SimplePractice do); `/echo` answers the Cookie header it got;
+    `POST /busy/<seconds>` is refused once with 429 and that Retry-After, then applied (counted in `APPLIED`)."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length)
+        refused = _REFUSED.setdefault(self.path, False)
+        if not refused:
+            _REFUSED[self.path] = True
+            self.send_response(429)
+            self.send_header("Retry-After", self.path.rsplit("/", 1)[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        APPLIED.append(body)
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self) -> None:
         body = (self.headers.get("cookie") or "-").encode()
@@ -27,6 +44,10 @@ class _Clinic(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         return None
+
+
+_REFUSED: dict[str, bool] = {}
+APPLIED: list[bytes] = []
 
 
 @pytest.fixture
@@ -59,3 +80,18 @@ async def test_a_cookie_one_location_receives_never_reaches_another(clinic: str)
         missing = await clinic_b.get(f"{clinic}/missing")
         assert missing.status_code == 404
         assert missing.elapsed.total_seconds() >= 0  # the paced client built the response
+
+
+async def test_a_momentary_429_is_waited_out_once_and_a_long_one_is_answered(clinic: str) -> None:
+    """A 429 applied nothing: a write refused for a second is sent again after it (once); one refused for longer
+    is the caller's answer, and the budget is paused either way."""
+    limits = (RateLimit(per_second=100.0, burst=10),)
+    async with httpx.AsyncClient(transport=EMRTransport()) as shared:
+        budget = LocalBudget()
+        client = paced_client(shared, budget, "acct", limits, max_wait=10.0, emr="Test EMR")
+        short = await client.post(f"{clinic}/busy/1", content=b'{"book": 1}')
+        assert short.status_code == 201
+        assert APPLIED == [b'{"book": 1}']
+        long = await client.post(f"{clinic}/busy/7", content=b'{"book": 2}')
+        assert long.status_code == 429
+        assert APPLIED == [b'{"book": 1}']
