@@ -28,6 +28,7 @@ from gateway.routes.availability import AvailabilityController
 from gateway.routes.catalog import CatalogController
 from gateway.routes.clinicsync import clinicsync_handlers
 from gateway.routes.ghl import GhlMarketplaceController, GhlTokenWorkflowController, GhlWorkflowController
+from gateway.routes.ghl_destination import GhlSyncLogController
 from gateway.routes.health import healthz, location_health, metrics, readyz
 from gateway.routes.patients import PatientsController
 from gateway.routes.practicebetter_webhooks import PracticeBetterWebhooksController
@@ -94,6 +95,7 @@ def create_app(
     api_routes.append(WebhooksController)
     api_routes += [GhlWorkflowController, GhlTokenWorkflowController, GhlMarketplaceController]
     api_routes.append(PracticeBetterWebhooksController)
+    api_routes.append(GhlSyncLogController)
     return Litestar(
         route_handlers=[
             *api_routes,

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "sync": "gateway.commands.sync",
     "ghl-tokens": "gateway.commands.ghl_tokens",
     "ghl-link": "gateway.commands.ghl_tokens",
+    "ghl": "gateway.commands.ghl",
     "rotate-master-key": "gateway.commands.rotate",
     "generate-master-key": "gateway.commands.rotate",
     "healthcheck": "gateway.commands.healthcheck",

@@ -8,10 +8,11 @@ import time
 from adapters import errors as ae
 from gateway import emr_contract
 from gateway.runtime import Runtime
+from gateway.storage import ghl_destination as ghl_db
 from gateway.storage import sync as sync_db
 from gateway.storage.records import LocationRecord
 from gateway.times import now_utc
-from schemas.health import ContractChange, EMRStatus, LocationHealth, SyncHealth
+from schemas.health import ContractChange, EMRStatus, GhlHealth, GhlStatus, LocationHealth, SyncHealth
 
 CHECK_TTL_SECONDS = 30.0
 
@@ -73,7 +74,34 @@ async def check_location(runtime: Runtime, location: LocationRecord, *, fresh: b
             contract_changes=[
                 ContractChange(path=c.path, problem=c.problem, last_seen=c.last_seen, count=c.count) for c in changes
             ],
+            ghl=await ghl_health(runtime, location.id),
         )
         runtime.metrics.location_emr_up.labels(location.id, location.emr).set(1 if status is EMRStatus.OK else 0)
         _cache[location.id] = (time.monotonic(), health)
         return health
+
+
+async def ghl_health(runtime: Runtime, location_id: str) -> GhlHealth | None:
+    """From what the pushes recorded (a refused token marks the connection), so it costs GHL no request."""
+    connection = await ghl_db.get_connection(runtime.store, location_id)
+    if connection is None:
+        return None
+    counts = await ghl_db.counts(runtime.store, location_id)
+    now = now_utc()
+    if not connection.enabled:
+        status = GhlStatus.DISCONNECTED
+    elif connection.status == "auth_failed":
+        status = GhlStatus.GHL_AUTH_FAILED
+    elif connection.paused_until is not None and connection.paused_until > now:
+        status = GhlStatus.GHL_RATE_LIMITED
+    else:
+        status = GhlStatus.OK
+    return GhlHealth(
+        ghl_location_id=connection.ghl_location_id,
+        status=status,
+        detail=connection.status_detail if status is GhlStatus.GHL_AUTH_FAILED else None,
+        paused_until=connection.paused_until if status is GhlStatus.GHL_RATE_LIMITED else None,
+        daily_remaining=connection.daily_remaining,
+        pending=sum(counts.get(state, 0) for state in ghl_db.UNFINISHED),
+        dead=counts.get(ghl_db.DEAD, 0),
+    )

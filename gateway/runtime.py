@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import msgspec
 
+from adapters.pacing import Budget, LeasedBudget
 from gateway.adapter_pool import AdapterPool
 from gateway.catalog import CatalogCache
 from gateway.config import GatewayConfig, write_patience
@@ -12,6 +13,7 @@ from gateway.emr import EMRPacing
 from gateway.keycache import KeyCache
 from gateway.metrics import Metrics
 from gateway.ratelimit import ApiKeyLimiter
+from gateway.storage.rate_buckets import StoredBudget
 from gateway.storage.records import ApiKeyRecord, LocationRecord
 from gateway.storage.store import Store
 
@@ -29,6 +31,8 @@ class Runtime:
         self.keys: KeyCache[tuple[ApiKeyRecord, LocationRecord]] = KeyCache(config.auth_cache_seconds)
         self.tokens: KeyCache[tuple[ApiKeyRecord, LocationRecord, str]] = KeyCache(config.auth_cache_seconds)
         self.limiter = ApiKeyLimiter.for_config(config, store)
+        # GoHighLevel's limits per GHL location, shared by every replica like an EMR account's.
+        self.ghl_budget: Budget = LeasedBudget(StoredBudget(store))
 
 
 class Principal(msgspec.Struct, frozen=True):

@@ -106,6 +106,19 @@ class Worker:
             if taken == 0:
                 await wakeup.gateway_writes.wait(stop, self.config.webhook_poll_interval_seconds)
 
+    async def _ghl(self, stop: asyncio.Event, runtime: Runtime) -> None:
+        """GoHighLevel pushes: the other kind of destination, fed by the same outbox (gateway.ghl.destination)."""
+        from gateway.ghl.destination import push
+
+        while not stop.is_set():
+            try:
+                taken = await push.tick(runtime, self.worker_id)
+            except Exception as exc:
+                log_unexpected(log, "GoHighLevel push tick failed", exc)
+                taken = 0
+            if taken == 0:
+                await wakeup.ghl.wait(stop, self.config.webhook_poll_interval_seconds)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Returns once `stop` is set and the current batch and tick have finished."""
         runtime = Runtime(self.config, self.store, self.emr_http, Metrics())
@@ -114,3 +127,4 @@ class Worker:
             group.create_task(self._scheduler(stop))
             group.create_task(self._reconciler(stop, runtime))
             group.create_task(self._gateway_writes(stop, runtime))
+            group.create_task(self._ghl(stop, runtime))

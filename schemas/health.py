@@ -44,6 +44,25 @@ class ContractChange(Out):
     count: int
 
 
+class GhlStatus(enum.StrEnum):
+    OK = "ok"
+    GHL_AUTH_FAILED = "ghl_auth_failed"  # GHL refused the Private Integration token: `ghl connect` with a new one
+    GHL_RATE_LIMITED = "ghl_rate_limited"  # paused after a 429 until `paused_until`; nothing is dropped
+    DISCONNECTED = "disconnected"  # `ghl disconnect`: pushes wait for a reconnect
+
+
+class GhlHealth(Out):
+    """The GoHighLevel destination of the location (present once `ghl connect` ran)."""
+
+    ghl_location_id: str
+    status: GhlStatus
+    detail: str | None = None
+    paused_until: datetime | None = None
+    daily_remaining: int | None = None  # GHL's X-RateLimit-Daily-Remaining, last seen
+    pending: int = 0  # pushes waiting (including those retrying)
+    dead: int = 0  # pushes that exhausted their retries: replay them
+
+
 class LocationHealth(Out):
     location_id: str
     emr: str
@@ -52,3 +71,4 @@ class LocationHealth(Out):
     detail: str | None = None
     sync: SyncHealth | None = None
     contract_changes: list[ContractChange] = msgspec.field(default_factory=list)
+    ghl: GhlHealth | None = None

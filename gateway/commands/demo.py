@@ -12,11 +12,13 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 import msgspec
 import uvicorn
 
 from adapters.emulation import EmulatorSeed, ServerThread, default_seed
 from adapters.emulators import EMULATORS
+from adapters.ghl.emulator import GhlEmulator
 from adapters.registry import get_adapter_class
 from gateway.app import create_app
 from gateway.config import GatewayConfig
@@ -30,11 +32,13 @@ class DemoLocation(msgspec.Struct):
     emr: str
     location_id: str
     api_key: str
+    ghl_location_id: str | None = None  # its sub-account in the GoHighLevel emulator
 
 
 class DemoInfo(msgspec.Struct):
     base_url: str
     locations: list[DemoLocation]
+    ghl_base_url: str | None = None  # the GoHighLevel emulator (contacts: /_emulator/ghl/locations/{id}/contacts)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,8 +62,36 @@ def _next_weekday(tz: str, seed: EmulatorSeed) -> date:
     return day
 
 
+async def _connect_ghl(store: Store, ghl: GhlEmulator, ghl_base: str, loc: DemoLocation, seed: EmulatorSeed) -> str:
+    """A GHL sub-account per demo location, connected, with one calendar per practitioner mapped by name: a
+    booking made in the EMR shows up in GHL as a contact and a calendar event."""
+    from gateway.ghl.destination.connect import configure, connect
+    from gateway.ghl.destination.push import Pusher
+    from gateway.ghl.destination.settings import CalendarMode
+    from gateway.metrics import Metrics
+    from gateway.runtime import Runtime
+
+    calendars = [(f"{p.first_name} {p.last_name}", p.email) for p in seed.practitioners]
+    sub = ghl.add_location(f"Demo {get_adapter_class(loc.emr).display_name}", seed.time_zone, calendars)
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        runtime = Runtime(GatewayConfig(database_url="sqlite://"), store, http, Metrics())
+        await connect(runtime, loc.location_id, ghl_location_id=sub.location_id, token=sub.token, base_url=ghl_base)
+        pusher = await Pusher.open(runtime, loc.location_id)
+        assert pusher is not None
+        by_name = {c.name.lower(): c.id for c in sub.calendars}
+        catalog = await pusher.catalog()
+        mapping = {p.id: by_name[p.name.lower()] for p in catalog.practitioners if p.name.lower() in by_name}
+        settings = msgspec.structs.replace(pusher.settings, calendar_mode=CalendarMode.APPOINTMENTS, calendars=mapping)
+        await configure(runtime, loc.location_id, settings)
+    return sub.location_id
+
+
 async def _seed(
-    db_url: str, keyring: Keyring, started: list[tuple[str, str, bytes, bytes]], tz: str
+    db_url: str,
+    keyring: Keyring,
+    started: list[tuple[str, str, bytes, bytes]],
+    tz: str,
+    ghl: tuple[GhlEmulator, str, EmulatorSeed] | None = None,
 ) -> list[DemoLocation]:
     store = await Store.open(db_url, keyring)
     try:
@@ -70,7 +102,10 @@ async def _seed(
                 emr=slug, name=name, settings_json=settings, credentials_json=credentials, time_zone=tz
             )
             issued = await store.issue_key(loc.id, test=True)
-            out.append(DemoLocation(emr=slug, location_id=loc.id, api_key=issued.secret))
+            demo = DemoLocation(emr=slug, location_id=loc.id, api_key=issued.secret)
+            if ghl is not None:
+                demo.ghl_location_id = await _connect_ghl(store, ghl[0], ghl[1], demo, ghl[2])
+            out.append(demo)
         return out
     finally:
         await store.close()
@@ -124,17 +159,22 @@ def run(args: argparse.Namespace) -> int:
         threads.append(thread)
         settings, credentials = emulator.location_config(base)
         started.append((slug, base, settings, credentials))
+    ghl = GhlEmulator()
+    ghl_thread = ServerThread(ghl.app())
+    ghl_base = ghl_thread.start()
+    threads.append(ghl_thread)
     upgrade(db_url)
-    locations = asyncio.run(_seed(db_url, keyring, started, seed.time_zone))
+    locations = asyncio.run(_seed(db_url, keyring, started, seed.time_zone, (ghl, ghl_base, seed)))
     port = args.port or _free_port()
     base_url = f"http://127.0.0.1:{port}"
-    info = DemoInfo(base_url=base_url, locations=locations)
+    info = DemoInfo(base_url=base_url, locations=locations, ghl_base_url=ghl_base)
     if args.json:
         sys.stdout.write(msgspec.json.encode(info).decode() + "\n")
     else:
         print(f"EMR Gateway demo on {base_url}  (OpenAPI UI: {base_url}/schema/swagger)\n")
         for loc in locations:
             print(f"[{loc.emr}] location {loc.location_id}\n  api key: {loc.api_key}")
+            print(f"  GoHighLevel contacts: curl -s {ghl_base}/_emulator/ghl/locations/{loc.ghl_location_id}/contacts")
             for line in curl_lines(base_url, loc, seed):
                 print("  " + line)
             print()

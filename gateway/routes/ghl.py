@@ -22,6 +22,7 @@ from gateway.ghl.store import anchor_key, location_for_ghl
 from gateway.ghl.times import parse_ghl_time
 from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal, Runtime
+from gateway.storage import ghl_destination as ghl_db
 from gateway.storage.records import LocationRecord
 from gateway.usecases.scope import LocationScope, scope_for
 from schemas.appointments import Appointment
@@ -48,9 +49,24 @@ def _same_ghl_location(location: LocationRecord, body: WorkflowPayload) -> None:
         )
 
 
+async def _echo(runtime: Runtime, location_id: str, ghl_id: str | None, kind: str | None) -> Response[Any] | None:
+    """Loop prevention: a GHL appointment the gateway itself mirrored from the EMR never comes back in as a booking,
+    a move or a cancellation (the EMR is its source of truth)."""
+    if not ghl_id:
+        return None
+    mirrored = await ghl_db.mirrored_appointment(runtime.store, location_id, ghl_id)
+    if mirrored is None:
+        return None
+    reason = f"GHL appointment {ghl_id} mirrors EMR appointment {mirrored}, written by the gateway; nothing done"
+    return Response(Ignored(type=kind, reason=reason), status_code=200)
+
+
 async def _workflow(request: Req, principal: Principal, action: str, body: WorkflowPayload) -> Response[Any]:
     runtime = runtime_of(request.app.state)
     _same_ghl_location(principal.location, body)
+    echo = await _echo(runtime, principal.location.id, workflow.calendar_of(body).appointment_id, f"workflow.{action}")
+    if echo is not None:
+        return echo
     scope = await scope_for(runtime, principal)
     if action == "book":
         return await actions.book(request, scope, workflow.book_request(body, scope.time_zone))
@@ -132,6 +148,9 @@ async def _marketplace(request: Req, runtime: Runtime, event: MarketplaceEvent) 
         return ignored("the event carries no appointment id")
     request.scope["egw_location_id"] = location.id  # type: ignore[typeddict-unknown-key]
     request.scope["egw_emr"] = location.emr  # type: ignore[typeddict-unknown-key]
+    echo = await _echo(runtime, location.id, appt.id, event.type)
+    if echo is not None:
+        return echo
     scope: LocationScope = await scope_for(
         runtime, Principal(key=await anchor_key(runtime.store, location.id), location=location)
     )

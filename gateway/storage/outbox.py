@@ -9,6 +9,7 @@ import msgspec
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.storage.ghl_destination import enqueue_event
 from gateway.storage.ids import new_id
 from gateway.storage.tables import deliveries, events, webhook_endpoints
 from schemas.webhooks import (
@@ -62,8 +63,9 @@ def subscribed(event_types_json: str, event_type: EventType) -> bool:
 async def publish(conn: AsyncConnection, event: WebhookEvent) -> int:
     """Inserts the event and one due delivery per enabled endpoint of its location subscribed to its type.
 
-    Runs in the caller's transaction, so the event exists exactly when the caller's change commits.
-    Returns how many deliveries were queued.
+    Runs in the caller's transaction, so the event exists exactly when the caller's change commits. A location
+    connected to GoHighLevel also gets a push queued (the other kind of destination, `gateway.ghl.destination`).
+    Returns how many webhook deliveries were queued.
     """
     now = datetime.now(UTC)
     await conn.execute(
@@ -82,6 +84,7 @@ async def publish(conn: AsyncConnection, event: WebhookEvent) -> int:
         )
     ).all()
     targets = [row.id for row in rows if subscribed(row.event_types, event.type)]
+    await enqueue_event(conn, event, now)
     if targets:
         await conn.execute(
             insert(deliveries),

@@ -37,6 +37,7 @@ from gateway.storage.tables import (
     appointment_links,
     audit_log,
     emr_credentials,
+    ghl_connections,
     idempotency_records,
     locations,
     webhook_endpoints,
@@ -72,6 +73,7 @@ class SealedColumn(NamedTuple):
 SEALED: tuple[SealedColumn, ...] = (
     SealedColumn(emr_credentials, "location_id"),
     SealedColumn(webhook_endpoints, "id"),
+    SealedColumn(ghl_connections, "location_id"),
 )
 
 

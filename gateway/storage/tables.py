@@ -386,3 +386,81 @@ gateway_writes = Table(
     Column("locked_by", String(120), nullable=True),
     Index("ix_gateway_writes_created_at", "created_at"),
 )
+
+# GoHighLevel as a destination (migration 0013): one connection per gateway location, link tables (EMR id <-> GHL
+# id) so a retry updates instead of duplicating, and the push queue fed by the outbox (also the operator's sync log).
+ghl_connections = Table(
+    "ghl_connections",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True),
+    Column("ghl_location_id", String(100), nullable=False),
+    Column("base_url", String(500), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),  # the Private Integration token, sealed
+    Column("settings_json", LargeBinary, nullable=False),
+    Column("field_ids_json", LargeBinary, nullable=False),  # gateway field key -> GHL custom field id
+    Column("enabled", Boolean, nullable=False),
+    Column("status", String(32), nullable=False),  # ok | auth_failed
+    Column("status_detail", String(300), nullable=True),
+    Column("paused_until", UTCDateTime, nullable=True),  # GHL answered 429: nothing is sent before then
+    Column("daily_remaining", Integer, nullable=True),
+    Column("backfill_after", String(64), nullable=True),  # `ghl sync` resumes after this patient id
+    # A lease held while a contact is looked up and created: two patients sharing a phone, pushed at once by two
+    # workers, would otherwise both find no contact and meet in one (GHL's create matches by e-mail and phone).
+    Column("create_lock_by", String(120), nullable=True),
+    Column("create_lock_until", UTCDateTime, nullable=True),
+    Column("connected_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+ghl_contact_links = Table(
+    "ghl_contact_links",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("contact_id", String(64), nullable=False),
+    Column("digest", String(64), nullable=True),  # of what was last written: equal means no GHL call
+    Column("tags_json", LargeBinary, nullable=False),  # the gateway-owned tags it holds
+    Column("lapses_at", UTCDateTime, nullable=True),  # when the lapsed rule turns true without any EMR change
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("location_id", "patient_id"),
+    UniqueConstraint("location_id", "contact_id", name="uq_ghl_contact_links_contact"),
+    Index("ix_ghl_contact_links_lapses_at", "lapses_at"),
+)
+
+ghl_event_links = Table(
+    "ghl_event_links",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("appointment_id", String(64), nullable=False),
+    Column("ghl_event_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # appointment | block
+    Column("digest", String(64), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("location_id", "appointment_id"),
+    Index("ix_ghl_event_links_event", "ghl_event_id"),
+)
+
+ghl_pushes = Table(
+    "ghl_pushes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("event_id", String(40), nullable=True),  # null: a refresh (lapse sweep, replay of current state)
+    Column("event_type", String(40), nullable=False),
+    Column("appointment_id", String(64), nullable=True),
+    Column("state", String(16), nullable=False),  # pending | pushing | pushed | skipped | failed | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("locked_until", UTCDateTime, nullable=True),
+    Column("locked_by", String(120), nullable=True),
+    Column("calls", Integer, nullable=False),  # GHL requests the last attempt made
+    Column("ghl_status", Integer, nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("error", String(300), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_ghl_pushes_due", "state", "next_attempt_at"),
+    Index("ix_ghl_pushes_patient", "location_id", "patient_id", "created_at"),
+)

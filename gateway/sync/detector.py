@@ -24,7 +24,7 @@ from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.changes import ChangeSet
 from schemas.commands import AppointmentQuery
 from schemas.patients import Patient
-from schemas.webhooks import AppointmentEventData, EventData, EventType, WebhookEvent
+from schemas.webhooks import AppointmentEventData, EventData, EventType, PatientSnapshot, WebhookEvent
 
 # An appointment first seen by the gateway counts as newly booked only if the EMR created it after tracking began;
 # the margin absorbs clock skew between the EMR and the gateway.
@@ -300,3 +300,18 @@ def _event(kind: EventType, location: LocationRecord, data: EventData, now: date
     return WebhookEvent(
         id=new_event_id(), type=kind, timestamp=now, location_id=location.id, emr=location.emr, data=data
     )
+
+
+async def current_snapshots(
+    store: Store,
+    adapter: AnyAdapter,
+    location: LocationRecord,
+    patient_ids: list[str],
+    *,
+    catalog: CatalogSource,
+    now: datetime,
+) -> dict[str, PatientSnapshot]:
+    """Snapshots as they stand now, announcing nothing (a destination's backfill or refresh): stored facts plus
+    batched patient reads, the same building as a poll's."""
+    found = await _build(store, adapter, location, sorted(set(patient_ids)), [], {}, catalog, now, complete=False)
+    return {patient_id: snap.snapshot for patient_id, snap in found.snapshots.items()}

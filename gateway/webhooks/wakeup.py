@@ -36,11 +36,13 @@ class Channel:
 
 deliveries = Channel()
 gateway_writes = Channel()
+ghl = Channel()  # GoHighLevel pushes: queued by the same publish as deliveries
 
 
 def notify() -> None:
-    """Deliveries: call after the transaction that published events has committed."""
+    """Deliveries (and GoHighLevel pushes): call after the transaction that published events has committed."""
     deliveries.notify()
+    ghl.notify()
 
 
 async def wait(stop: asyncio.Event, seconds: float) -> None:

@@ -71,6 +71,19 @@ def test_demo_prints_a_working_key_per_emr(tmp_path: Path) -> None:
         event = verify(secret, delivery)
         assert json.loads(delivery.body)["data"]["appointment"]["id"] == appt_id
         assert event is not None
+        # Every demo location is connected to the GoHighLevel emulator: the patient became a contact there, and
+        # the appointment an event on Alice's calendar, cancelled as in the EMR.
+        ghl = f"{info['ghl_base_url']}/_emulator/ghl/locations/{loc['ghl_location_id']}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            events = httpx.get(f"{ghl}/events").json()
+            if events and events[0]["appointmentStatus"] == "cancelled":
+                break
+            time.sleep(0.1)
+        log = httpx.get(f"{base}/v1/ghl/sync-log", headers={"x-api-key": loc["api_key"]}).json()
+        [contact] = httpx.get(f"{ghl}/contacts").json()
+        assert contact["email"] == "jane.citizen@example.com"
+        assert [(e["contactId"], e["appointmentStatus"]) for e in events] == [(contact["id"], "cancelled")], log
     finally:
         proc.terminate()
         proc.wait(timeout=20)
