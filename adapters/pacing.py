@@ -243,16 +243,17 @@ class PacedTransport(httpx.AsyncBaseTransport):
         return await self.inner.send(request, stream=True)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """A 429 pauses every holder of the budget. A momentary overrun (a pause of at most `RESEND_PAUSE`, e.g.
-        another process's burst or the jitter between two clocks) sends the refused request once more after it (a
-        429 applied nothing, so this is safe for writes too); a longer pause is the caller's `RateLimited`."""
+        """A 429 pauses every holder of the budget. A momentary overrun the EMR says will end within `RESEND_PAUSE`
+        (another process's burst, the jitter between two clocks) sends the refused request once more after it (a
+        429 applied nothing, so this is safe for writes too); a longer or unstated pause is the caller's answer."""
         response = await self._send(request)
         if response.status_code != 429 or not self.limits:
             return response
         pause = retry_after_seconds(response)
         await self.budget.penalize(self.keys[0], self.limits[0], pause)
-        if pause > min(self.max_wait, RESEND_PAUSE) or not isinstance(request.stream, httpx.ByteStream):
-            return response
+        told = "retry-after" in response.headers or "x-ratelimit-reset" in response.headers
+        if not told or pause > min(self.max_wait, RESEND_PAUSE) or not isinstance(request.stream, httpx.ByteStream):
+            return response  # an EMR that did not say when (GoHighLevel) would only be refused again
         await response.aclose()
         response = await self._send(request)
         if response.status_code == 429:

@@ -86,8 +86,8 @@ class MaybeContact(_Wire):
 
 
 class ContactWrite(_Wire, kw_only=True):
-    """Never carries `tags` (an upsert or PUT with tags replaces the agency's; tags go through the tag endpoints) nor
-    `gender` (PUT refuses it, upsert drops it)."""
+    """`tags` only on the create of a contact the gateway makes (an upsert or PUT with tags replaces the agency's;
+    an existing contact's tags go through the tag endpoints); never `gender` (PUT refuses it, upsert drops it)."""
 
     location_id: str | None = None  # upsert and create only; PUT refuses it
     first_name: str | None = None
@@ -97,6 +97,7 @@ class ContactWrite(_Wire, kw_only=True):
     timezone: str | None = None
     date_of_birth: str | None = None
     source: str | None = None
+    tags: list[str] | None = None
     custom_fields: list[FieldValue] | None = None
 
 

@@ -108,23 +108,32 @@ class Calendars:
             return False
         if link is None and mirror.status is AppointmentStatus.CANCELLED:
             return False  # never mirrored, and nothing to show now
-        event_id = link.ghl_event_id if link is not None else None
+        event_id = (link.ghl_event_id or None) if link is not None else None
         if event_id is not None:
             try:
                 await self.client.update_appointment(event_id, body)
             except NotFound:
                 event_id = None  # deleted in GHL: mirrored again
         if event_id is None:
-            event_id = await self._create(mirror, calendar_id, body)
+            maybe_made = link is not None and not link.ghl_event_id  # an earlier attempt began a create
+            await self._intend(mirror.appointment_id, "appointment")
+            event_id = await self._create(mirror, calendar_id, body, maybe_made=maybe_made)
             await db.save_event_link(self.store, self.location_id, mirror.appointment_id, event_id, "appointment", None)
         await self._verify(mirror.appointment_id, event_id, body)
         await db.save_event_link(self.store, self.location_id, mirror.appointment_id, event_id, "appointment", digest)
         return True
 
-    async def _create(self, mirror: Mirror, calendar_id: str, body: wire.AppointmentWrite) -> str:
-        found = await self._lost(mirror, calendar_id, body.contact_id, blocked=False)
-        if found is not None:
-            return found
+    async def _intend(self, appointment_id: str, kind: str) -> None:
+        """A link with no GHL id yet, written before a create: if the create's answer is lost (or the process dies
+        before the link gets its id), the next attempt knows to search the calendar before creating again, and a
+        first create costs no search."""
+        await db.save_event_link(self.store, self.location_id, appointment_id, "", kind, None)
+
+    async def _create(self, mirror: Mirror, calendar_id: str, body: wire.AppointmentWrite, *, maybe_made: bool) -> str:
+        if maybe_made:
+            found = await self._lost(mirror, calendar_id, body.contact_id, blocked=False)
+            if found is not None:
+                return found
         try:
             made = await self.client.create_appointment(body)
         except (Unavailable, Timeout, Rejected):
@@ -176,7 +185,12 @@ class Calendars:
         if not busy:
             if link is None:
                 return False
-            await self.client.delete_event(link.ghl_event_id)
+            if link.ghl_event_id:
+                await self.client.delete_event(link.ghl_event_id)
+            else:  # a create that may have happened: find it to delete it
+                made = await self._lost(mirror, calendar_id, None, blocked=True)
+                if made is not None:
+                    await self.client.delete_event(made)
             await db.delete_event_link(self.store, self.location_id, mirror.appointment_id)
             return True
         body = wire.BlockSlotWrite(
@@ -188,14 +202,16 @@ class Calendars:
         digest = hashlib.sha256(msgspec.json.encode(body)).hexdigest()
         if link is not None and link.digest == digest:
             return False
-        event_id = link.ghl_event_id if link is not None else None
+        event_id = (link.ghl_event_id or None) if link is not None else None
         if event_id is not None:
             try:
                 await self.client.update_block_slot(event_id, body)
             except NotFound:
                 event_id = None
         if event_id is None:
-            event_id = await self._lost(mirror, calendar_id, None, blocked=True)
+            maybe_made = link is not None and not link.ghl_event_id
+            await self._intend(mirror.appointment_id, "block")
+            event_id = await self._lost(mirror, calendar_id, None, blocked=True) if maybe_made else None
             if event_id is None:
                 try:
                     event_id = (await self.client.create_block_slot(body)).id

@@ -3,8 +3,14 @@ provisioned once (found by key when present, created when missing, never twice),
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import msgspec
 
+from adapters.errors import RateLimited
 from adapters.ghl import wire
 from adapters.ghl.client import GhlClient
 from gateway.ghl.destination.fields import FIELDS, key_of
@@ -31,10 +37,24 @@ class Connected(msgspec.Struct, kw_only=True):
     settings: GhlSettings
 
 
+T = TypeVar("T")
+RATE_WAITS = 6
+
+
+async def _patient(call: Callable[[], Awaitable[T]]) -> T:
+    """A 429 during setup waits out GHL's window and tries again (a few times), like a push would."""
+    for _ in range(RATE_WAITS - 1):
+        try:
+            return await call()
+        except RateLimited as exc:
+            await asyncio.sleep(min(max(1, exc.retry_after), 30))
+    return await call()
+
+
 async def provision_fields(client: GhlClient) -> tuple[dict[str, str], list[str], list[str]]:
     """(key -> id, created keys, found keys)."""
     present: dict[str, str] = {}
-    for field in await client.list_custom_fields():
+    for field in await _patient(client.list_custom_fields):
         key = (field.field_key or "").removeprefix("contact.") or key_of(field.name or "")
         present.setdefault(key, field.id)
     ids: dict[str, str] = {}
@@ -45,7 +65,8 @@ async def provision_fields(client: GhlClient) -> tuple[dict[str, str], list[str]
             ids[spec.key] = present[spec.key]
             found.append(spec.key)
             continue
-        made = await client.create_custom_field(wire.NewCustomField(name=spec.name, data_type=spec.data_type))
+        new = wire.NewCustomField(name=spec.name, data_type=spec.data_type)
+        made = await _patient(functools.partial(client.create_custom_field, new))
         ids[spec.key] = made.id
         created.append(spec.key)
     return ids, created, found
@@ -71,9 +92,9 @@ async def connect(
         )
     http = ghl_http(runtime, ghl_location_id, max_wait=60.0)
     client = GhlClient(http, base_url=base_url, token=token, location_id=ghl_location_id)
-    there = await client.get_location()
+    there = await _patient(client.get_location)
     field_ids, created, found = await provision_fields(client)
-    calendars = [CalendarView(id=c.id, name=c.name) for c in await client.list_calendars()]
+    calendars = [CalendarView(id=c.id, name=c.name) for c in await _patient(client.list_calendars)]
     await link_ghl_location(runtime.store, location_id, ghl_location_id)
     await db.save_connection(
         runtime.store,

@@ -110,17 +110,20 @@ class Contacts:
         mine = await self._unowned(found, patient_id)
         return mine, found is not None and mine is None
 
-    async def _create(self, body: wire.ContactWrite, patient_id: str) -> str:
-        """A new contact, with GHL's create (never the upsert: it would update whichever contact GHL matches,
-        which can be another patient's). A location that forbids duplicates refuses it when one exists."""
+    async def _create(self, target: Target, patient_id: str) -> tuple[str, bool]:
+        """(a new contact, True), with GHL's create (never the upsert: it would update whichever contact GHL matches,
+        which can be another patient's) carrying the whole target, tags included (a contact the gateway makes holds
+        no agency tags yet). (an existing contact, False) when the create failed but the contact is there after
+        all. A location that forbids duplicates refuses the create when one exists."""
+        body = msgspec.structs.replace(target.body, tags=sorted(target.tags) if target.tags else None)
         try:
-            return (await self.client.create_contact(body)).id
+            return (await self.client.create_contact(body)).id, True
         except (Rejected, Unavailable, Timeout) as exc:
             # A 422 that still created it (GHL #64), a duplicate GHL's search had not shown, or an answer lost:
             # look before anyone creates again.
             again, taken = await self._find(body, patient_id)
             if again is not None:
-                return again.id
+                return again.id, False
             if isinstance(exc, Rejected) and taken:
                 raise PushFailed(
                     "ghl_duplicate_refused",
@@ -131,21 +134,22 @@ class Contacts:
                 ) from None
             raise
 
-    async def ensure(self, patient_id: str, target: Target) -> tuple[str, db.ContactLink | None]:
+    async def ensure(self, patient_id: str, target: Target) -> tuple[str, db.ContactLink | None, bool]:
         """The contact's id, linked before anything else is written to it (a crash after this never creates a
-        second contact), and the link as it stood before. Finding and creating run under the location's creation
-        lease, so two patients who share a phone are never matched to one new contact at once."""
+        second contact), the link as it stood before, and whether this call created it with `target`'s body.
+        Finding and creating run under the location's creation lease, so two patients who share a phone are never
+        matched to one new contact at once."""
         link = await db.contact_link(self.store, self.location_id, patient_id)
         if link is not None:
-            return link.contact_id, link
+            return link.contact_id, link, False
         async with self._creating():
             link = await db.contact_link(self.store, self.location_id, patient_id)
             if link is not None:
-                return link.contact_id, link
+                return link.contact_id, link, False
             found, _ = await self._find(target.body, patient_id)
-            contact_id = found.id if found is not None else await self._create(target.body, patient_id)
+            contact_id, created = (found.id, False) if found is not None else await self._create(target, patient_id)
             await self._link(patient_id, contact_id, digest=None, owned=[], lapses_at=None)
-        return contact_id, None
+        return contact_id, None, created
 
     @contextlib.asynccontextmanager
     async def _creating(self) -> AsyncIterator[None]:
@@ -181,9 +185,10 @@ class Contacts:
         link = await db.contact_link(self.store, self.location_id, patient_id)
         if link is not None and link.digest == target.digest:
             return False
-        contact_id, link = await self.ensure(patient_id, target)
+        contact_id, link, created = await self.ensure(patient_id, target)
         try:
-            await self.client.update_contact(contact_id, target.body)
+            if not created:  # a contact just made from this very target needs no second write
+                await self.client.update_contact(contact_id, target.body)
         except NotFound:
             # The agency deleted the contact: find or create it again on the next attempt.
             await db.forget_contact(self.store, self.location_id, patient_id)

@@ -37,8 +37,8 @@ from schemas.webhooks import AppointmentEventData, AppointmentSummary, PatientSn
 log = logging.getLogger("emr_gateway.ghl")
 
 # "100 API requests per 10 seconds ... per resource" and "200,000 API requests per day" (destination.md §1.7),
-# kept below both: 9/s with bursts of 80, and 2/s + 20,000 (at most 192,800 in any day).
-GHL_LIMITS = (RateLimit(per_second=9.0, burst=80), RateLimit(per_second=2.0, burst=20_000))
+# kept below both: 9/s with bursts of 10 (at most 100 in any 10 s), and 2/s + 20,000 (at most 192,800 in any day).
+GHL_LIMITS = (RateLimit(per_second=9.0, burst=10), RateLimit(per_second=2.0, burst=20_000))
 AUTH_PAUSE = timedelta(seconds=60)
 
 
@@ -102,7 +102,7 @@ class Pusher:
         patient = patient or await self._patient(patient_id)
         if patient is None:
             raise PushFailed("emr_patient_gone", "the EMR no longer has this patient", final=True)
-        contact_id, _ = await self.contacts.ensure(
+        contact_id, _, _ = await self.contacts.ensure(
             patient_id, self.contacts.target(patient, None, self.connection.field_ids, now)
         )
         return contact_id
