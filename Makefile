@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/emr-gateway demo $(ARGS)
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; a file's tests stay in one process): most of its time is
+# spent waiting on loopback servers, so two processes on two cores take about half the time. TEST_WORKERS=0: one.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

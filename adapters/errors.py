@@ -33,6 +33,11 @@ class Rejected(AdapterError):
     """The EMR refused the request for a reason we cannot classify further (4xx)."""
 
 
+class AlreadyCancelled(Rejected):
+    """The change needs a live appointment and this one is cancelled (e.g. a reschedule): the caller's request
+    conflicts with the record's state, which the adapter saw before it asked the EMR anything."""
+
+
 class AuthFailed(AdapterError):
     """The EMR refused the stored credentials."""
 

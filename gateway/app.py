@@ -15,9 +15,11 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from adapters.transport import EMRTransport
 from gateway.access_log import access_log_middleware
+from gateway.apidoc import ModelSchemaPlugin, allow_header
 from gateway.auth import provide_principal
 from gateway.body_guard import body_guard
 from gateway.config import GatewayConfig
+from gateway.console.templating import template_config
 from gateway.crypto import Keyring
 from gateway.heap import freeze_start_up_heap
 from gateway.logging_setup import quiet_http_clients
@@ -27,6 +29,7 @@ from gateway.routes.appointments import AppointmentsController
 from gateway.routes.availability import AvailabilityController
 from gateway.routes.catalog import CatalogController
 from gateway.routes.clinicsync import clinicsync_handlers
+from gateway.routes.console import console_handlers
 from gateway.routes.ghl import GhlMarketplaceController, GhlTokenWorkflowController, GhlWorkflowController
 from gateway.routes.ghl_destination import GhlSyncLogController
 from gateway.routes.health import healthz, location_health, metrics, readyz
@@ -46,7 +49,8 @@ def openapi_config() -> OpenAPIConfig:
         title="EMR Gateway",
         version=VERSION,
         description=(
-            "One API to book, reschedule and cancel appointments in Cliniko (more EMRs to come). "
+            "One API to book, reschedule and cancel appointments in Cliniko, Jane, Nookal, SimplePractice and "
+            "Practice Better. "
             "Errors are RFC 9457 problem+json with a stable `code`."
         ),
         path="/schema",
@@ -105,6 +109,7 @@ def create_app(
             readyz,
             metrics,
             location_health,
+            *console_handlers(),
         ],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -115,6 +120,9 @@ def create_app(
             body_guard(config.max_body_bytes, config.max_json_depth, config.body_read_timeout_seconds),  # type: ignore[list-item]
         ],
         openapi_config=openapi_config(),
+        template_config=template_config(),
+        plugins=[ModelSchemaPlugin()],
+        before_send=[allow_header],
         request_max_body_size=config.max_body_bytes,
         logging_config=None,
         debug=False,

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "migrate": "gateway.commands.migrate",
     "locations": "gateway.commands.locations",
     "keys": "gateway.commands.keys",
+    "operators": "gateway.commands.operators",
     "sync": "gateway.commands.sync",
     "ghl-tokens": "gateway.commands.ghl_tokens",
     "ghl-link": "gateway.commands.ghl_tokens",

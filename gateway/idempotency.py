@@ -18,6 +18,7 @@ from gateway.storage.records import IdemInFlight, IdemMismatch, IdempotencyScope
 from gateway.times import now_utc
 from gateway.usecases import unit
 from gateway.webhooks import wakeup
+from schemas.problems import FieldError
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -44,7 +45,11 @@ async def run_idempotent(
     action: Callable[[], Awaitable[Response[Any]]],
     *,
     key: str | None = None,
+    key_field: str | None = None,
 ) -> Response[Any]:
+    """`key`: a natural key (GHL's appointment id) instead of the header; `key_field` names where it came from, so
+    a mismatch's 422 names that field."""
+    from_header = key is None
     key = key if key is not None else request.headers.get(HEADER)
     if key is None:
         return await action()
@@ -72,7 +77,12 @@ async def run_idempotent(
     if isinstance(begun, IdemInFlight):
         raise IdempotencyInFlight("a request with this Idempotency-Key is still being processed; retry later")
     if isinstance(begun, IdemMismatch):
-        raise IdempotencyMismatch("this Idempotency-Key was used with a different request body")
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was used with a different request body",
+            errors=[
+                FieldError(field=HEADER if from_header else (key_field or HEADER), message="used with another body")
+            ],
+        )
     # What the write records after the EMR answered (its operation, links, the snapshot job) commits together with
     # the outcome below, in one transaction (`gateway.usecases.unit`).
     with unit.collecting() as deferred:

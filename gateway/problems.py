@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 import msgspec
@@ -33,6 +34,7 @@ _ADAPTER_MAP: dict[type[ae.AdapterError], tuple[int, ErrorCode, str]] = {
     ae.NotFound: (404, ErrorCode.NOT_FOUND, "Not found"),
     ae.SlotUnavailable: (409, ErrorCode.SLOT_UNAVAILABLE, "Slot unavailable"),
     ae.InvalidReference: (422, ErrorCode.VALIDATION_FAILED, "The EMR rejected a reference"),
+    ae.AlreadyCancelled: (409, ErrorCode.APPOINTMENT_CANCELLED, "The appointment is cancelled"),
     ae.Rejected: (502, ErrorCode.EMR_ERROR, "The EMR rejected the request"),
     ae.AuthFailed: (502, ErrorCode.EMR_AUTH_FAILED, "The EMR refused the location's credentials"),
     ae.RateLimited: (429, ErrorCode.RATE_LIMITED, "The EMR's rate limit was reached"),
@@ -45,8 +47,8 @@ _ADAPTER_MAP: dict[type[ae.AdapterError], tuple[int, ErrorCode, str]] = {
 }
 
 
-def problem_response(problem: Problem) -> Response[bytes]:
-    headers = {}
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response[bytes]:
+    headers = dict(headers or {})
     if problem.retry_after is not None:
         headers["Retry-After"] = str(problem.retry_after)
     return Response(
@@ -142,13 +144,18 @@ def handle_gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> 
     )
 
 
+# msgspec quotes the whole regular expression a string missed; the field's `pattern` in the OpenAPI document says it.
+_REGEX = re.compile(r"matching regex '.*'", re.DOTALL)
+
+
 def _field_errors(extra: object) -> list[FieldError]:
     out: list[FieldError] = []
     if isinstance(extra, list):
         for item in extra:
             if isinstance(item, dict):
                 key = str(item.get("key") or "body")
-                out.append(FieldError(field=key, message=str(item.get("message", "invalid"))))
+                message = _REGEX.sub("matching the field's pattern in the OpenAPI document", str(item.get("message")))
+                out.append(FieldError(field=key, message=message if item.get("message") else "invalid"))
     return out
 
 
@@ -175,8 +182,10 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
             _problem(413, ErrorCode.PAYLOAD_TOO_LARGE, "Payload too large", request, detail="the body is too large")
         )
     if isinstance(exc, MethodNotAllowedException):
+        # RFC 9110: a 405 lists the methods the resource has (Litestar's router computed them).
+        allow = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
         return problem_response(
-            _problem(405, ErrorCode.BAD_REQUEST, "Method not allowed", request, detail="method not allowed")
+            _problem(405, ErrorCode.BAD_REQUEST, "Method not allowed", request, detail="method not allowed"), allow
         )
     status = exc.status_code
     if status >= 500:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -12,6 +13,7 @@ from gateway.errors import UnknownPractitioner, UnknownService, ValidationFailed
 from gateway.phones import to_e164
 from schemas.catalog import Practitioner, Service
 from schemas.commands import NewPatient
+from schemas.common import EMAIL_PATTERN, NAME_PATTERN, Model, given
 from schemas.patients import Patient, PatientQuery
 from schemas.problems import FieldError
 from schemas.refs import PatientRef, PractitionerRef, ServiceRef
@@ -37,18 +39,41 @@ def _one(
     raise error(reason, errors=[FieldError(field=field, message=reason)])
 
 
-def _exactly_one(field: str, **values: str | None) -> str:
-    given = [k for k, v in values.items() if v]
-    if len(given) != 1:
+def _exactly_one(field: str, ref: Model) -> str:
+    """The one field of `ref.exactly_one` that is given (the rule the OpenAPI document states as `oneOf`)."""
+    names = type(ref).exactly_one
+    found = given(ref, names)
+    if len(found) != 1:
         raise ValidationFailed(
-            f"{field} needs exactly one of {', '.join(values)}",
-            errors=[FieldError(field=field, message=f"give exactly one of {', '.join(values)}")],
+            f"{field} needs exactly one of {', '.join(names)}",
+            errors=[FieldError(field=field, message=f"give exactly one of {', '.join(names)}")],
         )
-    return given[0]
+    return found[0]
+
+
+_EMAIL = re.compile(EMAIL_PATTERN)
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_patient_details(ref: PatientRef, field: str = "patient") -> None:
+    """What the gateway can see is wrong with a patient's details is refused here, before any EMR sees it, whatever
+    the entry point (REST bodies are held to the same patterns when they are decoded; GoHighLevel's and ClinicSync's
+    bodies are not, as they take what those callers send)."""
+    if ref.email and not _EMAIL.search(ref.email):
+        raise ValidationFailed(
+            f"{field}.email is not an e-mail address", errors=[FieldError(field=f"{field}.email", message="invalid")]
+        )
+    for name in ("first_name", "last_name"):
+        value = getattr(ref, name)
+        if value is not None and (len(value) > 255 or not _NAME.search(value)):
+            raise ValidationFailed(
+                f"{field}.{name} must not be blank or hold control characters",
+                errors=[FieldError(field=f"{field}.{name}", message="blank or control characters")],
+            )
 
 
 def resolve_practitioner(catalog: Catalog, ref: PractitionerRef, field: str = "practitioner") -> Practitioner:
-    kind = _exactly_one(field, id=ref.id, email=ref.email, name=ref.name)
+    kind = _exactly_one(field, ref)
     items = catalog.practitioners
     if kind == "id":
         return _one(items, lambda p: p.id == ref.id, "practitioner", UnknownPractitioner, f"{field}.id")
@@ -67,7 +92,7 @@ def resolve_practitioner(catalog: Catalog, ref: PractitionerRef, field: str = "p
 
 
 def resolve_service(catalog: Catalog, ref: ServiceRef, field: str = "service") -> Service:
-    kind = _exactly_one(field, id=ref.id, name=ref.name, code=ref.code)
+    kind = _exactly_one(field, ref)
     items = catalog.services
     if kind == "id":
         return _one(items, lambda s: s.id == ref.id, "service", UnknownService, f"{field}.id")
@@ -109,6 +134,7 @@ async def lookup_or_create_patient(
     rejected booking must not leave a new chart behind in the clinic's EMR."""
     if ref.id:
         return await adapter.get_patient(ref.id), False
+    check_patient_details(ref, field)
     phone = to_e164(ref.phone, time_zone, field=f"{field}.phone") if ref.phone else None
     if not (ref.email or phone):
         raise ValidationFailed(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -68,6 +68,17 @@ class Appointment(Out):
 class BookAppointment(Model):
     """Body of POST /v1/appointments. Times need an offset, or are read in `time_zone` (else the location's)."""
 
+    examples: ClassVar[tuple[dict[str, Any], ...]] = (
+        {
+            "practitioner": {"name": "Alice Nguyen"},
+            "service": {"name": "Standard Consultation"},
+            "patient": {"email": "jane.citizen@example.com", "first_name": "Jane", "last_name": "Citizen"},
+            "start": "2026-12-01T10:00:00",
+            "time_zone": "Australia/Melbourne",
+            "notes": "First visit",
+        },
+    )
+
     practitioner: PractitionerRef
     service: ServiceRef
     patient: PatientRef
@@ -80,6 +91,12 @@ class BookAppointment(Model):
 class RescheduleAppointment(Model):
     """Body of PATCH /v1/appointments/{id}: a new start (and end) and/or new notes."""
 
+    at_least_one: ClassVar[tuple[str, ...]] = ("start", "end", "practitioner", "notes")
+    examples: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"start": "2026-12-01T11:00:00+11:00"},
+        {"notes": "Bring the referral letter"},
+    )
+
     start: LocalDateTime | None = None
     end: LocalDateTime | None = None
     time_zone: ZoneName | None = None
@@ -89,6 +106,8 @@ class RescheduleAppointment(Model):
 
 class CancelAppointment(Model):
     """Body of POST /v1/appointments/{id}/cancel."""
+
+    examples: ClassVar[tuple[dict[str, Any], ...]] = ({"reason": "sick", "note": "Called in sick"},)
 
     reason: CancelReason = CancelReason.OTHER
     note: Notes | None = None

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Any, ClassVar
 
 import msgspec
 
-from schemas.common import Model, Out
-
-Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+from schemas.common import Email, Model, Out, PersonName, Phone
 
 
 class Patient(Out):
@@ -36,10 +34,15 @@ class PatientQuery(Out):
 class CreatePatient(Model):
     """Body of POST /v1/patients: returns the existing match if there is one."""
 
-    first_name: Short
-    last_name: Short
-    email: Short | None = None
-    phone: Short | None = None
+    at_least_one: ClassVar[tuple[str, ...]] = ("email", "phone")
+    examples: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"first_name": "Jane", "last_name": "Citizen", "email": "jane.citizen@example.com"},
+    )
+
+    first_name: PersonName
+    last_name: PersonName
+    email: Email | None = None
+    phone: Phone | None = None
     date_of_birth: date | None = None
 
 

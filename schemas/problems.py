@@ -12,6 +12,7 @@ class ErrorCode(enum.StrEnum):
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     SLOT_UNAVAILABLE = "slot_unavailable"
+    APPOINTMENT_CANCELLED = "appointment_cancelled"
     IDEMPOTENCY_IN_FLIGHT = "idempotency_in_flight"
     VALIDATION_FAILED = "validation_failed"
     UNKNOWN_PRACTITIONER = "unknown_practitioner"

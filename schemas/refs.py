@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import ClassVar
 
-import msgspec
-
-from schemas.common import Model
-
-Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+from schemas.common import Email, Model, PersonName, Phone, Short
 
 
 class PractitionerRef(Model):
     """Exactly one of id, email or name."""
 
+    exactly_one: ClassVar[tuple[str, ...]] = ("id", "email", "name")
+
     id: Short | None = None
-    email: Short | None = None
-    name: Short | None = None
+    email: Email | None = None
+    name: PersonName | None = None
 
 
 class ServiceRef(Model):
     """Exactly one of id, name or code."""
+
+    exactly_one: ClassVar[tuple[str, ...]] = ("id", "name", "code")
 
     id: Short | None = None
     name: Short | None = None
@@ -31,9 +31,11 @@ class ServiceRef(Model):
 class PatientRef(Model):
     """An id, or details to look the patient up (email or phone, with name) and create them if absent."""
 
+    at_least_one: ClassVar[tuple[str, ...]] = ("id", "email", "phone")
+
     id: Short | None = None
-    email: Short | None = None
-    phone: Short | None = None
-    first_name: Short | None = None
-    last_name: Short | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    first_name: PersonName | None = None
+    last_name: PersonName | None = None
     date_of_birth: date | None = None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
 from schemas.appointments import AppointmentStatus
-from schemas.common import Model, Out
+from schemas.common import LABEL_PATTERN, Model, Out, anchored
 from schemas.patients import Patient
 
 
@@ -83,14 +83,36 @@ class WebhookEvent(Out):
     data: EventData
 
 
-Url = Annotated[str, msgspec.Meta(min_length=8, max_length=2048)]
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3}|0)"
+# http(s), a host name or an IP address (no user or password), an optional port, then anything without spaces or
+# control characters.
+URL_PATTERN = anchored(
+    rf"https?://(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::{_PORT})?(?:[/?#][^\s\x00-\x1f\x7f-\x9f]*)?"
+)
+Url = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=8,
+        max_length=2048,
+        pattern=URL_PATTERN,
+        description="Where the events are sent (http or https; it must resolve to public addresses)",
+        examples=["https://hooks.example.com/emr"],
+    ),
+]
 
 
 class CreateWebhook(Model):
+    examples: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"url": "https://hooks.example.com/emr", "event_types": ["appointment.booked", "appointment.cancelled"]},
+    )
+
     url: Url
-    event_types: list[EventType] = msgspec.field(default_factory=lambda: [t for t in EventType])
+    event_types: Annotated[list[EventType], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: [t for t in EventType]
+    )
     format: PayloadFormat = PayloadFormat.NORMALIZED
-    description: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    description: Annotated[str, msgspec.Meta(max_length=255, pattern=LABEL_PATTERN)] | None = None
 
 
 class Webhook(Out):

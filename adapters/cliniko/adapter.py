@@ -24,6 +24,7 @@ from adapters.cliniko.client import PER_PAGE, ClinikoClient, Params
 from adapters.cliniko.settings import ClinikoCredentials, ClinikoSettings, shard_of
 from adapters.errors import (
     AdapterError,
+    AlreadyCancelled,
     AuthFailed,
     NotFound,
     OutcomeUnknown,
@@ -313,7 +314,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
     async def _reschedule(self, command: RescheduleCommand) -> Written:
         current = await self._fetch(command.appointment_id)
         if mapping.status_of(current) is AppointmentStatus.CANCELLED:
-            raise Rejected("a cancelled appointment cannot be rescheduled")
+            raise AlreadyCancelled("a cancelled appointment cannot be rescheduled")
         body = wire.IndividualAppointmentUpdate()
         practitioner_id = command.practitioner_id or current.practitioner.id
         start, end = current.starts_at, current.ends_at

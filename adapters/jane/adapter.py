@@ -80,6 +80,7 @@ from adapters import probes
 from adapters.base import AdapterContext, Capability, EMRAdapter
 from adapters.errors import (
     AdapterError,
+    AlreadyCancelled,
     ContractChanged,
     InvalidReference,
     NotFound,
@@ -598,7 +599,7 @@ class JaneAdapter(EMRAdapter[JaneSettings, JaneCredentials]):
     async def _reschedule(self, command: RescheduleCommand) -> Written:
         current = await self._fetch(command.appointment_id)
         if current.state in INACTIVE:
-            raise Rejected("a cancelled appointment cannot be rescheduled")
+            raise AlreadyCancelled("a cancelled appointment cannot be rescheduled")
         staff = _id(command.practitioner_id, "practitioner_id") if command.practitioner_id else current.staff_member_id
         start, end = current.start_at.astimezone(UTC), current.end_at.astimezone(UTC)
         if command.start is not None:

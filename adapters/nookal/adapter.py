@@ -118,6 +118,7 @@ from adapters import probes
 from adapters.base import AdapterContext, Capability, EMRAdapter
 from adapters.errors import (
     AdapterError,
+    AlreadyCancelled,
     AuthFailed,
     NotFound,
     OutcomeUnknown,
@@ -571,7 +572,7 @@ class NookalAdapter(EMRAdapter[NookalSettings, NookalCredentials]):
     async def _reschedule(self, command: RescheduleCommand) -> Written:
         current = await self._fetch(command.appointment_id)
         if mapping.status_of(current) is AppointmentStatus.CANCELLED:
-            raise Rejected("a cancelled appointment cannot be rescheduled")
+            raise AlreadyCancelled("a cancelled appointment cannot be rescheduled")
         zone = await self._zone()
         previous = await self._appointment(current)
         service_id = mapping.ident(current.appointmentTypeID)

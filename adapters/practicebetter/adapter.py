@@ -62,6 +62,7 @@ from adapters import probes
 from adapters.base import AdapterContext, Capability, EMRAdapter
 from adapters.errors import (
     AdapterError,
+    AlreadyCancelled,
     ContractChanged,
     InvalidReference,
     NotFound,
@@ -404,7 +405,7 @@ class PracticeBetterAdapter(EMRAdapter[PracticeBetterSettings, PracticeBetterCre
         current = await self._session(command.appointment_id)
         before = self._appointment(current)
         if current.cancelled:
-            raise Rejected("a cancelled session cannot be rescheduled")
+            raise AlreadyCancelled("a cancelled session cannot be rescheduled")
         if command.practitioner_id is not None and command.practitioner_id != before.practitioner_id:
             raise Unsupported("Practice Better moves a session's date only; it cannot change its practitioner")
         if command.notes is not None and command.notes != without_marker(current.notes):

@@ -37,5 +37,5 @@ def verify(
         return False
     expected = sign(secret, stamp, body).rpartition("v1=")[2]
     # compare_digest against every candidate (no early exit on the first mismatch).
-    matches = [hmac.compare_digest(expected, candidate) for candidate in candidates]
+    matches = [hmac.compare_digest(expected.encode(), candidate.encode()) for candidate in candidates]
     return any(matches)

@@ -81,6 +81,7 @@ from adapters import probes
 from adapters.base import AdapterContext, Capability, EMRAdapter
 from adapters.errors import (
     AdapterError,
+    AlreadyCancelled,
     ContractChanged,
     InvalidReference,
     NotFound,
@@ -402,7 +403,7 @@ class SimplePracticeAdapter(EMRAdapter[SimplePracticeSettings, SimplePracticeCre
     async def _reschedule(self, command: RescheduleCommand) -> Written:
         current = await self._fetch(command.appointment_id)
         if mapping.status_of(current.attributes.attendanceStatus) is AppointmentStatus.CANCELLED:
-            raise Rejected("a cancelled appointment cannot be rescheduled")
+            raise AlreadyCancelled("a cancelled appointment cannot be rescheduled")
         old_start, old_end = mapping.span_of(current)
         old_clinician = mapping.clinician_of(current) or ""
         clinician = command.practitioner_id or old_clinician

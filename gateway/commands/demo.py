@@ -26,6 +26,7 @@ from gateway.crypto import Keyring
 from gateway.logging_setup import configure_logging
 from gateway.storage.migrate import upgrade
 from gateway.storage.store import Store
+from gateway.usecases.operators import add_operator, generate_password
 
 
 class DemoLocation(msgspec.Struct):
@@ -39,6 +40,12 @@ class DemoInfo(msgspec.Struct):
     base_url: str
     locations: list[DemoLocation]
     ghl_base_url: str | None = None  # the GoHighLevel emulator (contacts: /_emulator/ghl/locations/{id}/contacts)
+    console_url: str | None = None  # the operator console; sign in with the demo operator below
+    operator_email: str | None = None
+    operator_password: str | None = None  # random per run (the demo's database is recreated each run)
+
+
+DEMO_OPERATOR = "operator@demo.example"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,6 +118,15 @@ async def _seed(
         await store.close()
 
 
+async def _add_operator(db_url: str, keyring: Keyring, password: str) -> None:
+    """The demo operator, for the console (`emr-gateway operators add` in a real deployment)."""
+    store = await Store.open(db_url, keyring)
+    try:
+        await add_operator(store, DEMO_OPERATOR, password)
+    finally:
+        await store.close()
+
+
 def _curl(method: str, url: str, api_key: str, body: object, *extra: str) -> str:
     headers = [f"x-api-key: {api_key}", "content-type: application/json", *extra]
     parts = ["curl", "-s", "-X", method, url, *[f"-H {shlex.quote(h)}" for h in headers]]
@@ -165,9 +181,18 @@ def run(args: argparse.Namespace) -> int:
     threads.append(ghl_thread)
     upgrade(db_url)
     locations = asyncio.run(_seed(db_url, keyring, started, seed.time_zone, (ghl, ghl_base, seed)))
+    password = generate_password()
+    asyncio.run(_add_operator(db_url, keyring, password))
     port = args.port or _free_port()
     base_url = f"http://127.0.0.1:{port}"
-    info = DemoInfo(base_url=base_url, locations=locations, ghl_base_url=ghl_base)
+    info = DemoInfo(
+        base_url=base_url,
+        locations=locations,
+        ghl_base_url=ghl_base,
+        console_url=f"{base_url}/console",
+        operator_email=DEMO_OPERATOR,
+        operator_password=password,
+    )
     if args.json:
         sys.stdout.write(msgspec.json.encode(info).decode() + "\n")
     else:
@@ -178,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
             for line in curl_lines(base_url, loc, seed):
                 print("  " + line)
             print()
+        print(f"Operator console: {base_url}/console")
+        print(f"  sign in as {DEMO_OPERATOR} with the password {password}  (a new one each run)\n")
         print(
             'Webhooks: POST /v1/webhooks with {"url": "http://127.0.0.1:<port>/hook"} to receive signed\n'
             "patient updates (loopback is allowed in the demo). Ctrl-C stops the gateway and the emulators."

@@ -20,6 +20,7 @@ from gateway.commands import (
     open_store,
 )
 from gateway.storage.errors import UnknownLocation
+from gateway.usecases.keys import issue_key, list_keys, revoke_key
 
 
 class IssuedKeyView(KeyView, kw_only=True):
@@ -56,10 +57,9 @@ async def _issue(location_id: str, test: bool) -> IssuedKeyView:
     store = await open_store(database_url(), load_keyring(required=False))
     try:
         try:
-            issued = await store.issue_key(location_id, test=test)
+            issued = await issue_key(store, location_id, test=test, actor=actor())
         except UnknownLocation:
             raise CommandError(f"no location {location_id!r} (see `emr-gateway locations list`)") from None
-        await store.audit(location_id=location_id, actor=actor(), action="api_key.issue", target=issued.record.prefix)
     finally:
         await store.close()
     base = KeyView.of(issued.record)
@@ -77,9 +77,7 @@ def run_issue(args: argparse.Namespace) -> int:
 async def _revoke(prefix: str) -> RevokeResult:
     store = await open_store(database_url(), load_keyring(required=False))
     try:
-        revoked = await store.revoke_key(prefix)
-        if revoked:
-            await store.audit(location_id=None, actor=actor(), action="api_key.revoke", target=prefix)
+        revoked = await revoke_key(store, prefix, actor=actor())
     finally:
         await store.close()
     return RevokeResult(prefix=prefix, revoked=revoked)
@@ -96,7 +94,7 @@ def run_revoke(args: argparse.Namespace) -> int:
 async def _list(location_id: str | None) -> list[KeyView]:
     store = await open_store(database_url(), load_keyring(required=False))
     try:
-        return [KeyView.of(record) for record in await store.list_keys(location_id)]
+        return [KeyView.of(record) for record in await list_keys(store, location_id)]
     finally:
         await store.close()
 

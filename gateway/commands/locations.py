@@ -247,35 +247,22 @@ def run_set_credentials(args: argparse.Namespace) -> int:
 
 
 async def _verify_location(location_id: str) -> VerifyReport:
-    from adapters.errors import ContractChanged
-    from gateway import emr_contract
     from gateway.config import load_config
-    from gateway.emr import EMRPacing, location_adapter
+    from gateway.emr import EMRPacing
+    from gateway.usecases.locations import EMRUnreachable, verify_location
 
     store = await open_store(database_url(), load_keyring())
     try:
         record = await store.get_location(location_id)
         if record is None:
             raise CommandError(f"no location {location_id}", 2)
-        credentials = await store.get_credentials(record.id)
         try:
             async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_SECONDS) as http:
-                adapter = location_adapter(
-                    record,
-                    credentials,
-                    http=http,
-                    store=store,
-                    pacing=EMRPacing.for_config(load_config(), store),  # the clinic's budget, shared with serve
-                )
-                report = await adapter.verify()
-        except httpx.HTTPError as exc:
-            raise CommandError(f"cannot reach the EMR ({type(exc).__name__})") from None
-        for probe in report.probes:
-            if probe.field_path:  # health shows it too, on every replica
-                seen = ContractChanged("", path=probe.field_path, problem=probe.seen or "unreadable")
-                await emr_contract.note(store, record.id, seen, emr=record.emr)
-        await store.audit(location_id=record.id, actor=actor(), action="location.verify", target=record.id)
-        return msgspec.structs.replace(report, location_id=record.id)
+                # The clinic's budget, shared with serve.
+                pacing = EMRPacing.for_config(load_config(), store)
+                return await verify_location(store, record, http=http, pacing=pacing, actor=actor())
+        except EMRUnreachable as exc:
+            raise CommandError(f"cannot reach the EMR ({exc.reason})") from None
     finally:
         await store.close()
 

@@ -65,7 +65,12 @@ async def run_ghl(
     anchor = await anchor_key(runtime.store, location.id)
     body = msgspec.json.encode(intent, order="sorted")
     response = await run_idempotent(
-        _view(request, action, body), Principal(key=anchor, location=location), runtime, work, key=key
+        _view(request, action, body),
+        Principal(key=anchor, location=location),
+        runtime,
+        work,
+        key=key,
+        key_field="calendar.appointmentId",
     )
     if supersedes is not None and (response.status_code or 200) < 300:
         await forget_superseded(runtime.store, anchor.id, supersedes, keep=key)

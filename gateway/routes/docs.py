@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import SecurityRequirement
+from litestar.params import Parameter
 
 from schemas.problems import Problem
 
@@ -11,7 +14,7 @@ _STATUSES = {
     400: "Malformed request (bad_request)",
     401: "Missing, unknown or revoked x-api-key (unauthorized)",
     404: "No such resource at this location (not_found)",
-    409: "slot_unavailable | idempotency_in_flight",
+    409: "slot_unavailable | idempotency_in_flight | appointment_cancelled",
     413: "Body too large (payload_too_large)",
     422: "validation_failed | unknown_practitioner | unknown_service | idempotency_mismatch",
     429: "rate_limited (Retry-After says when to retry)",
@@ -30,3 +33,6 @@ PROBLEMS: dict[int, ResponseSpec] = {
 }
 
 API_KEY: list[SecurityRequirement] = [{"apiKey": []}]
+
+# An id in a path: the EMR's or the gateway's, opaque, never empty or longer than any id either issues.
+PathId = Annotated[str, Parameter(min_length=1, max_length=255)]

@@ -3,16 +3,17 @@ token) and marketplace-app webhooks (`/ghl/v1/marketplace/webhooks`, signed by G
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody
 
+from gateway.apidoc import Rule, documented
 from gateway.auth import runtime_of
-from gateway.errors import BadRequest, Unauthorized, ValidationFailed
+from gateway.errors import Unauthorized, ValidationFailed
 from gateway.ghl import actions, workflow
 from gateway.ghl.auth import token_principal
 from gateway.ghl.payloads import MarketplaceEvent, WorkflowPayload
@@ -80,6 +81,28 @@ async def _workflow(request: Req, principal: Principal, action: str, body: Workf
     return await actions.cancel(request, scope, ghl_id, reason)
 
 
+# What a 422 from these routes can name, beyond the body's schema (the booking's own checks name its fields).
+WORKFLOW_RULES = (
+    Rule(
+        "calendar",
+        "`calendar.appointmentId` identifies the GHL appointment (required to reschedule or cancel); "
+        "`calendar.startTime` and `calendar.endTime` are wall times in `calendar.selectedTimezone` (an IANA zone), "
+        "the start not in a clock-change gap and the end after it",
+    ),
+    Rule("customData", "the practitioner and service named there must match the location's catalog"),
+    Rule("location.id", "a location linked to a GHL sub-account takes bodies from that sub-account only"),
+    Rule(
+        "patient",
+        "the contact's e-mail must be an address, its phone a number possible in the location's country and its "
+        "names free of control characters (named as the booking's `patient.*` fields)",
+    ),
+    Rule("practitioner", "resolved from `customData` against the catalog"),
+    Rule("service", "resolved from `customData` against the catalog"),
+    Rule("start", "the booking's start: not in the past, not in a clock-change gap"),
+    Rule("end", "after the start, within the service's length bounds"),
+)
+DOCUMENTED = documented(rules=WORKFLOW_RULES)
+
 BOOK = "Book from a GHL workflow webhook (idempotent per GHL appointmentId)"
 RESCHEDULE = "Reschedule the EMR appointment linked to calendar.appointmentId"
 CANCEL = "Cancel the EMR appointment linked to calendar.appointmentId"
@@ -92,19 +115,19 @@ class GhlWorkflowController(Controller):
     tags = ["gohighlevel"]
     security = API_KEY
 
-    @post("/book", responses=PROBLEMS, status_code=201, summary=BOOK)
+    @post("/book", responses=PROBLEMS, status_code=201, summary=BOOK, operation_class=DOCUMENTED)
     async def book(
         self, request: Req, principal: NamedDependency[Principal], data: JSONBody[WorkflowPayload]
     ) -> Response[Appointment]:
         return await _workflow(request, principal, "book", data)
 
-    @post("/reschedule", responses=PROBLEMS, status_code=200, summary=RESCHEDULE)
+    @post("/reschedule", responses=PROBLEMS, status_code=200, summary=RESCHEDULE, operation_class=DOCUMENTED)
     async def reschedule(
         self, request: Req, principal: NamedDependency[Principal], data: JSONBody[WorkflowPayload]
     ) -> Response[Appointment]:
         return await _workflow(request, principal, "reschedule", data)
 
-    @post("/cancel", responses=PROBLEMS, status_code=200, summary=CANCEL)
+    @post("/cancel", responses=PROBLEMS, status_code=200, summary=CANCEL, operation_class=DOCUMENTED)
     async def cancel(
         self, request: Req, principal: NamedDependency[Principal], data: JSONBody[WorkflowPayload]
     ) -> Response[Appointment]:
@@ -117,17 +140,17 @@ class GhlTokenWorkflowController(Controller):
     path = "/ghl/v1/{token:str}/appointments"
     tags = ["gohighlevel"]
 
-    @post("/book", responses=PROBLEMS, status_code=201, summary=BOOK)
+    @post("/book", responses=PROBLEMS, status_code=201, summary=BOOK, operation_class=DOCUMENTED)
     async def book(self, request: Req, token: FromPath[str], data: JSONBody[WorkflowPayload]) -> Response[Appointment]:
         return await _workflow(request, await token_principal(request, token), "book", data)
 
-    @post("/reschedule", responses=PROBLEMS, status_code=200, summary=RESCHEDULE)
+    @post("/reschedule", responses=PROBLEMS, status_code=200, summary=RESCHEDULE, operation_class=DOCUMENTED)
     async def reschedule(
         self, request: Req, token: FromPath[str], data: JSONBody[WorkflowPayload]
     ) -> Response[Appointment]:
         return await _workflow(request, await token_principal(request, token), "reschedule", data)
 
-    @post("/cancel", responses=PROBLEMS, status_code=200, summary=CANCEL)
+    @post("/cancel", responses=PROBLEMS, status_code=200, summary=CANCEL, operation_class=DOCUMENTED)
     async def cancel(
         self, request: Req, token: FromPath[str], data: JSONBody[WorkflowPayload]
     ) -> Response[Appointment]:
@@ -175,14 +198,36 @@ async def _marketplace(request: Req, runtime: Runtime, event: MarketplaceEvent) 
     return await actions.reschedule(request, scope, appt.id, start, end)
 
 
+GhlSignatureHeader = HeaderParameter(
+    name=ED25519_HEADER,
+    required=False,
+    description="GoHighLevel's Ed25519 signature of the raw body, base64; without a valid one (or a legacy one): 401",
+)
+LegacySignatureHeader = HeaderParameter(
+    name=RSA_HEADER, required=False, description="the legacy RSA-SHA256 signature, base64 (GHL retired it 2026-07-01)"
+)
+
+
 class GhlMarketplaceController(Controller):
     path = "/ghl/v1/marketplace"
     tags = ["gohighlevel"]
 
-    @post("/webhooks", responses=PROBLEMS, status_code=200, summary="GHL marketplace-app webhook (signed by GHL)")
-    async def webhooks(self, request: Req) -> Response[Any]:
+    @post(
+        "/webhooks",
+        responses=PROBLEMS,
+        status_code=200,
+        summary="GHL marketplace-app webhook (signed by GHL)",
+    )
+    async def webhooks(
+        self,
+        request: Req,
+        data: JSONBody[MarketplaceEvent],
+        ghl_signature: Annotated[str | None, GhlSignatureHeader] = None,
+        legacy_signature: Annotated[str | None, LegacySignatureHeader] = None,
+    ) -> Response[Any]:
         """AppointmentUpdate reschedules (or cancels, status `cancelled`) and AppointmentDelete cancels the linked
-        EMR appointment; AppointmentCreate and other events are acknowledged and ignored."""
+        EMR appointment; AppointmentCreate and other events are acknowledged and ignored. The signature covers the
+        raw body (read again here, as sent), so nothing is acted on before it verifies."""
         runtime = runtime_of(request.app.state)
         raw = await request.body()
         why = verify(
@@ -194,8 +239,4 @@ class GhlMarketplaceController(Controller):
         )
         if why is not None:
             raise Unauthorized(why)
-        try:
-            event = msgspec.json.decode(raw, type=MarketplaceEvent)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise BadRequest(f"not a GHL webhook body: {exc}") from None
-        return await _marketplace(request, runtime, event)
+        return await _marketplace(request, runtime, data)

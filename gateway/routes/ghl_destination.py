@@ -13,7 +13,10 @@ from gateway.auth import runtime_of
 from gateway.routes.docs import API_KEY, PROBLEMS
 from gateway.runtime import Principal
 from gateway.storage import ghl_destination as db
+from schemas.common import NAME_PATTERN, anchored
 from schemas.ghl_sync import GhlPush, GhlPushState, GhlSyncLog
+
+ID_PATTERN = anchored(r"[A-Za-z0-9_-]+")  # the log's own ids (ghp_…)
 
 
 def _push(record: db.PushRecord) -> GhlPush:
@@ -46,12 +49,22 @@ class GhlSyncLogController(Controller):
         request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
         patient_id: Annotated[
-            str | None, QueryParameter(name="patient_id", required=False, min_length=1, max_length=64)
+            str | None,
+            QueryParameter(
+                name="patient_id",
+                required=False,
+                min_length=1,
+                max_length=64,
+                pattern=NAME_PATTERN,
+                description="the EMR's patient id",
+            ),
         ] = None,
         status: Annotated[GhlPushState | None, QueryParameter(name="status", required=False)] = None,
         before: Annotated[
             str | None,
-            QueryParameter(name="before", required=False, min_length=1, max_length=40, description="a push id"),
+            QueryParameter(
+                name="before", required=False, min_length=1, max_length=40, pattern=ID_PATTERN, description="a push id"
+            ),
         ] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 100,
     ) -> GhlSyncLog:

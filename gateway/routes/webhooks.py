@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
+from gateway.apidoc import Link, Rule, documented
 from gateway.auth import runtime_of
 from gateway.errors import NotFoundError, ValidationFailed
-from gateway.routes.docs import API_KEY, PROBLEMS
+from gateway.routes.docs import API_KEY, PROBLEMS, PathId
 from gateway.runtime import Principal
 from gateway.storage.webhooks import DeliveryRecord, EndpointRecord, WebhookStore
+from gateway.times import read_date_time
 from gateway.webhooks.ssrf import TargetRefused, check_target, parse_networks
+from schemas.common import INSTANT_PATTERN
 from schemas.deliveries import Delivery, DeliveryList, DeliveryState, ReplayResult
 from schemas.problems import FieldError
 from schemas.webhooks import CreateWebhook, Webhook, WebhookList
@@ -61,12 +63,54 @@ def _store(request: Request[Any, Any, State]) -> WebhookStore:
     return WebhookStore(runtime_of(request.app.state).store)
 
 
+GET = "V1WebhooksWebhookIdGetWebhook"
+DELETE = "V1WebhooksWebhookIdDeleteWebhook"
+DELIVERIES = "V1WebhooksWebhookIdDeliveriesDeliveries"
+RETRY = "V1WebhooksWebhookIdDeliveriesDeliveryIdRetryRetry"
+ENABLE = "V1WebhooksWebhookIdEnableEnable"
+ROTATE = "V1WebhooksWebhookIdRotateSecretRotateSecret"
+REPLAY = "V1WebhooksWebhookIdReplayReplay"
+
+
+def _follow(status: int) -> tuple[Link, ...]:
+    """From an answer carrying a webhook to what can be done with it next."""
+    ident = {"path.webhook_id": "$response.body#/id"}
+    return (
+        Link("get", status, GET, ident, description="Read the subscription"),
+        Link("deliveries", status, DELIVERIES, ident, description="Its delivery log"),
+        Link("enable", status, ENABLE, ident, description="Re-enable it"),
+        Link("rotate_secret", status, ROTATE, ident, description="Rotate its secret"),
+        Link("replay", status, REPLAY, ident, description="Queue past events again"),
+        Link("delete", status, DELETE, ident, description="Unsubscribe"),
+    )
+
+
+RETRY_FIRST = Link(
+    "retry",
+    200,
+    RETRY,
+    {"path.webhook_id": "$request.path.webhook_id", "path.delivery_id": "$response.body#/items/0/id"},
+    description="Send the newest delivery again",
+)
+URL_RULE = Rule(
+    "url",
+    "must resolve only to public addresses (not loopback, private, link-local, …) unless EGW_WEBHOOK_ALLOWED_SUBNETS "
+    "allows them",
+)
+
+
 class WebhooksController(Controller):
     path = "/v1/webhooks"
     tags = ["webhooks"]
     security = API_KEY
 
-    @post("/", responses=PROBLEMS, status_code=201, summary="Subscribe a URL; the whsec_ secret is shown only now")
+    @post(
+        "/",
+        responses=PROBLEMS,
+        status_code=201,
+        summary="Subscribe a URL; the whsec_ secret is shown only now",
+        operation_class=documented(rules=(URL_RULE,), links=_follow(201)),
+    )
     async def create(
         self, request: Request[Any, Any, State], principal: NamedDependency[Principal], data: JSONBody[CreateWebhook]
     ) -> Webhook:
@@ -90,18 +134,30 @@ class WebhooksController(Controller):
         records = await _store(request).list_endpoints(principal.location.id)
         return WebhookList(items=[_webhook(r) for r in records])
 
-    @get("/{webhook_id:str}", responses=PROBLEMS, summary="One webhook subscription")
+    @get(
+        "/{webhook_id:str}",
+        responses=PROBLEMS,
+        summary="One webhook subscription",
+        operation_id=GET,
+        operation_class=documented(links=_follow(200)[1:]),
+    )
     async def get_webhook(
-        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: FromPath[str]
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: PathId
     ) -> Webhook:
         record = await _store(request).get_endpoint(principal.location.id, webhook_id)
         if record is None:
             raise _missing(webhook_id)
         return _webhook(record)
 
-    @delete("/{webhook_id:str}", responses=PROBLEMS, status_code=204, summary="Unsubscribe (its delivery log goes too)")
+    @delete(
+        "/{webhook_id:str}",
+        responses=PROBLEMS,
+        status_code=204,
+        summary="Unsubscribe (its delivery log goes too)",
+        operation_id=DELETE,
+    )
     async def delete_webhook(
-        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: FromPath[str]
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: PathId
     ) -> None:
         if not await _store(request).delete_endpoint(principal.location.id, webhook_id):
             raise _missing(webhook_id)
@@ -111,9 +167,10 @@ class WebhooksController(Controller):
         responses=PROBLEMS,
         status_code=200,
         summary="New secret (shown once); the old one keeps signing alongside it for the grace period",
+        operation_id=ROTATE,
     )
     async def rotate_secret(
-        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: FromPath[str]
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: PathId
     ) -> Webhook:
         grace = runtime_of(request.app.state).config.webhook_secret_grace_seconds
         rotated = await _store(request).rotate_secret(principal.location.id, webhook_id, grace)
@@ -122,21 +179,33 @@ class WebhooksController(Controller):
         record, secret = rotated
         return _webhook(record, secret)
 
-    @post("/{webhook_id:str}/enable", responses=PROBLEMS, status_code=200, summary="Re-enable a disabled endpoint")
+    @post(
+        "/{webhook_id:str}/enable",
+        responses=PROBLEMS,
+        status_code=200,
+        summary="Re-enable a disabled endpoint",
+        operation_id=ENABLE,
+    )
     async def enable(
-        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: FromPath[str]
+        self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: PathId
     ) -> Webhook:
         record = await _store(request).enable_endpoint(principal.location.id, webhook_id)
         if record is None:
             raise _missing(webhook_id)
         return _webhook(record)
 
-    @get("/{webhook_id:str}/deliveries", responses=PROBLEMS, summary="The endpoint's delivery log, newest first")
+    @get(
+        "/{webhook_id:str}/deliveries",
+        responses=PROBLEMS,
+        summary="The endpoint's delivery log, newest first",
+        operation_id=DELIVERIES,
+        operation_class=documented(links=(RETRY_FIRST,)),
+    )
     async def deliveries(
         self,
         request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
-        webhook_id: FromPath[str],
+        webhook_id: PathId,
         state_filter: Annotated[DeliveryState | None, QueryParameter(name="state", required=False)] = None,
         limit: Annotated[int, QueryParameter(name="limit", required=False, ge=1, le=500)] = 100,
     ) -> DeliveryList:
@@ -152,13 +221,14 @@ class WebhooksController(Controller):
         responses=PROBLEMS,
         status_code=202,
         summary="Send one delivery again now (dead-lettered ones too), with a fresh retry schedule",
+        operation_id=RETRY,
     )
     async def retry(
         self,
         request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
-        webhook_id: FromPath[str],
-        delivery_id: FromPath[str],
+        webhook_id: PathId,
+        delivery_id: PathId,
     ) -> Delivery:
         record = await _store(request).retry_delivery(principal.location.id, webhook_id, delivery_id)
         if record is None:
@@ -170,21 +240,19 @@ class WebhooksController(Controller):
         responses=PROBLEMS,
         status_code=202,
         summary="Queue again every subscribed event since a time (same webhook-id as the first time)",
+        operation_id=REPLAY,
     )
     async def replay(
         self,
         request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
-        webhook_id: FromPath[str],
-        since: Annotated[str, QueryParameter(name="since", description="ISO 8601 instant with an offset")],
+        webhook_id: PathId,
+        since: Annotated[
+            str,
+            QueryParameter(name="since", pattern=INSTANT_PATTERN, description="RFC 3339 instant with an offset"),
+        ],
     ) -> ReplayResult:
-        try:
-            when = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            when = None
-        if when is None or when.tzinfo is None:
-            message = "since must be an ISO 8601 instant with an offset, e.g. 2025-01-01T00:00:00Z"
-            raise ValidationFailed(message, errors=[FieldError(field="since", message=message)])
+        when = read_date_time(since, field="since")  # the pattern holds an offset: an instant
         queued = await _store(request).replay(principal.location.id, webhook_id, when)
         if queued is None:
             raise _missing(webhook_id)

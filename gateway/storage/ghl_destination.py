@@ -435,9 +435,31 @@ def _row(
     }
 
 
-async def enqueue_event(conn: AsyncConnection, event: WebhookEvent, now: datetime) -> bool:
+async def event_subject(conn: AsyncConnection, event: WebhookEvent) -> tuple[str | None, str | None]:
+    """(patient id, appointment id) an event is about: the snapshot's patient, or the appointment event's patient,
+    else the stored fact of its appointment (an event built without a snapshot). (None, None) for endpoint events."""
+    data = event.data
+    if isinstance(data, PatientSnapshot):
+        return data.patient.id, None
+    if isinstance(data, AppointmentEventData):
+        appointment_id = data.appointment.id
+        if data.patient is not None:
+            return data.patient.id, appointment_id
+        a = appointment_states.c
+        patient_id = (
+            await conn.execute(
+                select(a.patient_id).where(a.location_id == event.location_id, a.appointment_id == appointment_id)
+            )
+        ).scalar()
+        return patient_id, appointment_id
+    return None, None
+
+
+async def enqueue_event(
+    conn: AsyncConnection, event: WebhookEvent, now: datetime, subject: tuple[str | None, str | None] | None = None
+) -> bool:
     """Called by the outbox in the event's own transaction: a connected location's patient and appointment events
-    become pushes exactly when the change commits."""
+    become pushes exactly when the change commits. `subject`: `event_subject(event)` if the caller has it."""
     if event.type not in _PUSHED_TYPES:
         return False
     c = ghl_connections.c
@@ -446,22 +468,7 @@ async def enqueue_event(conn: AsyncConnection, event: WebhookEvent, now: datetim
     ).first()
     if connected is None:
         return False
-    data = event.data
-    appointment_id: str | None = None
-    patient_id: str | None = None
-    if isinstance(data, PatientSnapshot):
-        patient_id = data.patient.id
-    elif isinstance(data, AppointmentEventData):
-        appointment_id = data.appointment.id
-        if data.patient is not None:
-            patient_id = data.patient.id
-        else:
-            a = appointment_states.c
-            patient_id = (
-                await conn.execute(
-                    select(a.patient_id).where(a.location_id == event.location_id, a.appointment_id == appointment_id)
-                )
-            ).scalar()
+    patient_id, appointment_id = subject if subject is not None else await event_subject(conn, event)
     if not patient_id:
         return False
     await conn.execute(

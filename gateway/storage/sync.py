@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.storage.activity import Run, record_run_in
 from gateway.storage.store import Store
 from gateway.storage.tables import appointment_states, patient_snapshots, sync_state
 
@@ -154,9 +155,11 @@ async def release(
     interval: float | None = None,
     requests: int | None = None,
     account_key: str | None = None,
+    run: Run | None = None,
 ) -> None:
     """Ends this worker's lease and schedules the next poll; an error counts towards the backoff. `interval` and
-    `requests` (what the poll sent) are kept for /v1/health and the next interval's derivation."""
+    `requests` (what the poll sent) are kept for /v1/health and the next interval's derivation; `run` (what the
+    poll did, for the console) is recorded in the same transaction."""
     values: dict[str, Any] = {"lease_owner": None, "lease_until": None, "next_poll_at": next_poll_at}
     if interval is not None:
         values["poll_interval_seconds"] = interval
@@ -178,6 +181,8 @@ async def release(
             .where(sync_state.c.location_id == location_id, sync_state.c.lease_owner == worker_id)
             .values(**values)
         )
+        if run is not None:
+            await record_run_in(conn, run)
 
 
 async def advance_cursor(conn: AsyncConnection, location_id: str, worker_id: str, cursor: str) -> None:

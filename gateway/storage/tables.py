@@ -167,7 +167,11 @@ events = Table(
     Column("type", String(64), nullable=False),
     Column("payload", LargeBinary, nullable=False),  # msgspec JSON of schemas.webhooks.WebhookEvent
     Column("created_at", UTCDateTime, nullable=False),
+    # The patient the event is about (migration 0014; null on older rows and on endpoint events): the console's
+    # patient trace finds a patient's events by this index instead of reading payloads.
+    Column("patient_id", String(64), nullable=True),
     Index("ix_events_location_id_created_at", "location_id", "created_at"),
+    Index("ix_events_patient", "location_id", "patient_id"),
 )
 
 # One row per (endpoint, event): retries and replays reuse it, so webhook-id never changes for a receiver.
@@ -191,6 +195,7 @@ deliveries = Table(
     UniqueConstraint("endpoint_id", "event_id", name="uq_deliveries_endpoint_id_event_id"),
     Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
     Index("ix_deliveries_endpoint_id_created_at", "endpoint_id", "created_at"),
+    Index("ix_deliveries_event_id", "event_id"),  # migration 0014: an event's deliveries (the patient trace)
 )
 
 # -- patient-update webhooks: change detection (poll cursor + lease per location, what subscribers last saw) ----------
@@ -463,4 +468,68 @@ ghl_pushes = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_ghl_pushes_due", "state", "next_attempt_at"),
     Index("ix_ghl_pushes_patient", "location_id", "patient_id", "created_at"),
+)
+
+# -- The operator console (migration 0014) --
+# Operators sign in to /console with an e-mail and a password (an argon2id hash is stored, never the password).
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),  # normalized: stripped, lower case
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("last_sign_in_at", UTCDateTime, nullable=True),
+)
+
+# Server-side sessions, so any replica serves them: the row is keyed by a SHA-256 of the cookie's token (a copy of
+# the table opens no session); `csrf_token` is the session's synchronizer token for every console form.
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("operator_id", String(40), ForeignKey("operators.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+# Failed sign-ins per e-mail (a SHA-256 of the normalized address, known or not): a window's count and a lock.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("email_sha256", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_started_at", UTCDateTime, nullable=False),
+    Column("locked_until", UTCDateTime, nullable=True),
+)
+
+# One row per poll of a location (and per `sync` run): counts and an error class name, never an error's text.
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("trigger", String(16), nullable=False),  # poll | manual | full
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("emr_requests", Integer, nullable=True),  # null: not counted
+    Column("appointments_changed", Integer, nullable=False),
+    Column("patients_changed", Integer, nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("error", String(100), nullable=True),
+    Index("ix_sync_runs_location_started", "location_id", "started_at"),
+)
+
+# Per location and hour: EMR requests change detection sent and events published (the console's charts).
+location_hourly = Table(
+    "location_hourly",
+    metadata,
+    Column("location_id", String(40), ForeignKey("locations.id", ondelete="CASCADE"), nullable=False),
+    Column("hour", UTCDateTime, nullable=False),
+    Column("emr_requests", Integer, nullable=False, server_default="0"),
+    Column("events", Integer, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("location_id", "hour"),
 )

@@ -16,7 +16,7 @@ from adapters.errors import NotFound
 from gateway.catalog import Catalog
 from gateway.emr import AnyAdapter
 from gateway.storage import sync as db
-from gateway.storage.outbox import new_event_id, publish
+from gateway.storage.outbox import new_event_id, publish_many
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
 from gateway.sync.snapshots import BuiltSnapshot, CatalogSource, built, sha256_of, summarize
@@ -79,6 +79,8 @@ def _stale(seen: datetime | None, stored: datetime | None) -> bool:
 class Detection(msgspec.Struct, kw_only=True):
     events: list[WebhookEvent]
     patients_checked: int
+    appointments_changed: int = 0  # appointments whose stored state this detection changed
+    patients_changed: int = 0  # patients whose snapshot digest changed
 
 
 def fact_of(appointment: Appointment, digest: str) -> db.StoredAppointment:
@@ -232,6 +234,7 @@ async def detect(
         )
         await db.forget_patients(conn, location.id, found.gone)
         facts: dict[str, db.StoredAppointment] = {}  # saved together at the end: one statement per 500 rows
+        appointments_changed = patients_changed = 0
         for appointment in sorted(appointments, key=lambda a: (a.updated_at or now, a.id)):
             previous = stored.get(appointment.id)
             digest = appointment_digest(appointment)
@@ -240,6 +243,7 @@ async def detect(
                 or _stale(appointment.updated_at, previous.emr_updated_at)
             ):
                 continue
+            appointments_changed += 1
             kind = classify(previous, appointment, tracking_since=state.tracking_since, hint=hints.get(appointment.id))
             if kind is not None and (announce_new or previous is not None):
                 snap = built.get(appointment.patient_id)
@@ -272,19 +276,24 @@ async def detect(
                 if before.appointments_known != keep.appointments_known:
                     digests.append((patient_id, keep))
                 continue
+            patients_changed += 1
             # Patients are account-wide in some EMRs (Cliniko): one with no appointment here is not this location's
             # to announce; its digest is kept all the same, so the next re-read of it costs no EMR request.
             if snap.snapshot.total_appointments > 0 and (announce_new or before is not None):
                 events.append(_event(EventType.PATIENT_UPDATED, location, snap.snapshot, now))
             digests.append((patient_id, keep))
         await db.save_snapshots(conn, location.id, digests, now)
-        for event in events:
-            await publish(conn, event)
+        await publish_many(conn, events)
         if complete:
             await db.mark_facts_complete(conn, location.id, now)
         if worker_id is not None:
             await db.advance_cursor(conn, location.id, worker_id, changes.cursor)
-    return Detection(events=events, patients_checked=len(built))
+    return Detection(
+        events=events,
+        patients_checked=len(built),
+        appointments_changed=appointments_changed,
+        patients_changed=patients_changed,
+    )
 
 
 def _stored_snapshot(snap: BuiltSnapshot, *, known: bool) -> db.StoredSnapshot:

@@ -21,6 +21,7 @@ from adapters.base import FULL_LISTING
 from adapters.registry import get_adapter_class
 from gateway.config import GatewayConfig, write_patience
 from gateway.emr import AnyAdapter, EMRPacing, location_adapter
+from gateway.storage import activity
 from gateway.storage import sync as db
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
@@ -37,6 +38,8 @@ class SyncResult(msgspec.Struct, kw_only=True):
     requests: int  # EMR requests sent, counted at the transport
     seconds: float
     facts_complete: bool  # every later snapshot comes from stored facts
+    appointments_changed: int = 0  # appointments whose stored state changed
+    patients_changed: int = 0  # patients whose snapshot digest changed
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -93,7 +96,49 @@ async def sync_location(
 ) -> SyncResult:
     """One sync now: `full` lists everything, otherwise the change feed from the stored cursor (a poll that does
     not wait for its turn and leaves the worker's schedule alone). `counter` is the transport `http` sends
-    through, if the caller counts requests. `observer` is told what a progress display needs (see SyncObserver)."""
+    through, if the caller counts requests. `observer` is told what a progress display needs (see SyncObserver).
+    The run is recorded (`sync_runs`, shown by the console), a failed one with its error's class name."""
+    started = datetime.now(UTC)
+    trigger = activity.FULL if full else activity.MANUAL
+    try:
+        result = await _sync(store, http, config, location, full=full, counter=counter, observer=observer)
+    except Exception as exc:
+        failed = activity.Run(
+            location_id=location.id,
+            trigger=trigger,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            emr_requests=counter.sent if counter is not None else None,
+            error=type(exc).__name__[:100],
+        )
+        await activity.record_run(store, failed)
+        raise
+    await activity.record_run(
+        store,
+        activity.Run(
+            location_id=location.id,
+            trigger=trigger,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            emr_requests=counter.sent if counter is not None else None,
+            appointments_changed=result.appointments_changed,
+            patients_changed=result.patients_changed,
+            events=result.events,
+        ),
+    )
+    return result
+
+
+async def _sync(
+    store: Store,
+    http: httpx.AsyncClient,
+    config: GatewayConfig,
+    location: LocationRecord,
+    *,
+    full: bool,
+    counter: CountingTransport | None,
+    observer: SyncObserver | None,
+) -> SyncResult:
     started = datetime.now(UTC)
     adapter = adapter_for(store, http, config, location, await store.get_credentials(location.id))
     if observer is not None:
@@ -128,4 +173,6 @@ async def sync_location(
         requests=counter.sent if counter is not None else 0,
         seconds=(datetime.now(UTC) - started).total_seconds(),
         facts_complete=complete,
+        appointments_changed=found.appointments_changed,
+        patients_changed=found.patients_changed,
     )

@@ -29,11 +29,12 @@ from gateway.catalog import Catalog, CatalogCache
 from gateway.config import GatewayConfig, write_patience
 from gateway.emr import AnyAdapter, EMRPacing, location_adapter
 from gateway.logsafe import log_unexpected
+from gateway.storage import activity
 from gateway.storage import sync as db
 from gateway.storage.rate_buckets import StoredBudget
 from gateway.storage.records import LocationRecord
 from gateway.storage.store import Store
-from gateway.sync.detector import detect
+from gateway.sync.detector import Detection, detect
 from gateway.sync.snapshots import CatalogSource
 from schemas.changes import ChangeSet
 from schemas.commands import AppointmentQuery
@@ -141,12 +142,11 @@ def _pollable(location: LocationRecord) -> bool:
 
 async def sweep(
     store: Store, adapter: AnyAdapter, location: LocationRecord, since: datetime, now: datetime, catalog: CatalogSource
-) -> int:
+) -> Detection:
     started = await adapter.list_appointments(AppointmentQuery(start_from=since, start_to=now))
     changes = ChangeSet(patients=[], appointments=started, cursor="")
     patients = frozenset(a.patient_id for a in started)
-    found = await detect(store, adapter, location, changes, catalog=catalog, now=now, resnapshot=patients)
-    return len(found.events)
+    return await detect(store, adapter, location, changes, catalog=catalog, now=now, resnapshot=patients)
 
 
 async def poll_location(
@@ -213,11 +213,15 @@ async def _poll(
         changes = await adapter.changes_since(state.cursor)
         found = await detect(store, adapter, location, changes, catalog=catalog, now=now, worker_id=worker_id)
         published = len(found.events)
+        appointments, patients = found.appointments_changed, found.patients_changed
         swept_at: datetime | None = None
         if state.last_sweep_at is None:
             swept_at = now  # the first sweep covers from here on, never the location's history
         elif now - state.last_sweep_at >= timedelta(seconds=config.sync_sweep_seconds):
-            published += await sweep(store, adapter, location, state.last_sweep_at, now, catalog)
+            swept = await sweep(store, adapter, location, state.last_sweep_at, now, catalog)
+            published += len(swept.events)
+            appointments += swept.appointments_changed
+            patients += swept.patients_changed
             swept_at = now
     except db.LeaseLost:
         log.warning("sync lease lost; results discarded", extra={"location_id": location.id})
@@ -240,6 +244,7 @@ async def _poll(
             next_poll_at=now + timedelta(seconds=delay),
             error=error,
             account_key=account,
+            run=_run(location, now, counted.requests, error=error),
         )
         return 0
     cls = type(adapter)
@@ -263,8 +268,33 @@ async def _poll(
         interval=interval,
         requests=counted.requests,
         account_key=account,
+        run=_run(location, now, counted.requests, appointments=appointments, patients=patients, events=published),
     )
     return published
+
+
+def _run(
+    location: LocationRecord,
+    started: datetime,
+    requests: int,
+    *,
+    appointments: int = 0,
+    patients: int = 0,
+    events: int = 0,
+    error: str | None = None,
+) -> activity.Run:
+    """What the poll did, for the console's sync log and its EMR budget figure (counts and a class name only)."""
+    return activity.Run(
+        location_id=location.id,
+        trigger=activity.POLL,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+        emr_requests=requests,
+        appointments_changed=appointments,
+        patients_changed=patients,
+        events=events,
+        error=error[:100] if error else None,
+    )
 
 
 async def _fill(store: Store, account: str, limits: tuple[RateLimit, ...]) -> float:

@@ -71,19 +71,24 @@ def test_demo_prints_a_working_key_per_emr(tmp_path: Path) -> None:
         event = verify(secret, delivery)
         assert json.loads(delivery.body)["data"]["appointment"]["id"] == appt_id
         assert event is not None
-        # Every demo location is connected to the GoHighLevel emulator: the patient became a contact there, and
-        # the appointment an event on Alice's calendar, cancelled as in the EMR.
+        # Every demo location is connected to the GoHighLevel emulator: the patient became a contact there. The
+        # appointment is mirrored on Alice's calendar and cancelled as in the EMR — or, when the pushes ran after the
+        # cancellation, never created (a push writes the current state, and a cancelled appointment is not created).
         ghl = f"{info['ghl_base_url']}/_emulator/ghl/locations/{loc['ghl_location_id']}"
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            events = httpx.get(f"{ghl}/events").json()
-            if events and events[0]["appointmentStatus"] == "cancelled":
-                break
+        contacts: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not contacts:
+            contacts = httpx.get(f"{ghl}/contacts").json()
             time.sleep(0.1)
-        log = httpx.get(f"{base}/v1/ghl/sync-log", headers={"x-api-key": loc["api_key"]}).json()
-        [contact] = httpx.get(f"{ghl}/contacts").json()
+        [contact] = contacts
         assert contact["email"] == "jane.citizen@example.com"
-        assert [(e["contactId"], e["appointmentStatus"]) for e in events] == [(contact["id"], "cancelled")], log
+        while time.monotonic() < deadline:
+            log = httpx.get(f"{base}/v1/ghl/sync-log", headers={"x-api-key": loc["api_key"]}).json()["items"]
+            if len(log) >= 4 and all(item["state"] in ("pushed", "skipped") for item in log):
+                break  # booked, rescheduled, cancelled and the patient's snapshot: all done
+            time.sleep(0.1)
+        events = httpx.get(f"{ghl}/events").json()
+        assert [(e["contactId"], e["appointmentStatus"]) for e in events] in ([], [(contact["id"], "cancelled")]), log
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -35,7 +35,9 @@ TOOLS = {
     "mypy": "`make test` runs mypy --strict",
     "ruff": "`make test` runs ruff check",
     "pytest-asyncio": "pytest plugin (asyncio_mode = auto)",
+    "pytest-xdist": "`make test` runs the suite on TEST_WORKERS processes",
     "py-spy": "`python -m bench.overhead --py-spy-dir` samples the gateway with it",
+    "openapi-python-client": "tests/gateway/test_generated_client.py runs its CLI on openapi/openapi.json",
 }
 
 

@@ -309,7 +309,8 @@ def running(installed: Installed, command: Sequence[str], env: Mapping[str, str]
 
 def _assert_serving(installed: Installed, env: Mapping[str, str], healthcheck: Sequence[str], name: str) -> None:
     base = f"http://127.0.0.1:{env['EGW_PORT']}"
-    for path in ("/healthz", "/readyz"):
+    # The console's templates and stylesheet came with the wheel (package data).
+    for path in ("/healthz", "/readyz", "/console/sign-in", "/console/static/console.css"):
         response = httpx.get(base + path, timeout=5)
         assert response.status_code == 200, f"{name} {path}: {response.status_code} {response.text}"
     done = installed.run(healthcheck, env=env)
