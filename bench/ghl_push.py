@@ -500,7 +500,8 @@ async def run_world(
     name: str, size: int, limited: bool, moves: int, say: Callable[[str], None]
 ) -> tuple[RunInfo, list[Phase]]:
     if limited:
-        ghl_limit, pacing = f"{GHL_BURST} / {GHL_WINDOW:g} s", "as shipped (9/s burst 80; 2/s burst 20 000)"
+        shipped_limits = "; ".join(f"{r.per_second:g}/s burst {r.burst}" for r in push.GHL_LIMITS)
+        ghl_limit, pacing = f"{GHL_BURST} / {GHL_WINDOW:g} s", f"as shipped ({shipped_limits})"
     else:
         ghl_limit, pacing = "none (10^9)", "out of reach (same batch sizes)"
     world = World(name, size, limited, say)
