@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,31 +10,14 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from tests.demo_process import running_demo
 from tests.webhooks.receiver import Receiver, verify
 
 
 def test_demo_prints_a_working_key_per_emr(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EGW_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--json", "--port", "0", "--dir", str(tmp_path / "demo")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-        cwd=tmp_path,
-    )
-    try:
-        assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
+    with running_demo(tmp_path) as info:
         assert {loc["emr"] for loc in info["locations"]} >= {"cliniko"}
         base = info["base_url"]
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
         loc = next(loc for loc in info["locations"] if loc["emr"] == "cliniko")
         tz = "Australia/Melbourne"
         d = datetime.now(ZoneInfo(tz)).date() + timedelta(days=1)
@@ -89,6 +69,3 @@ def test_demo_prints_a_working_key_per_emr(tmp_path: Path) -> None:
             time.sleep(0.1)
         events = httpx.get(f"{ghl}/events").json()
         assert [(e["contactId"], e["appointmentStatus"]) for e in events] in ([], [(contact["id"], "cancelled")]), log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)

@@ -22,6 +22,7 @@ from gateway.ghl.destination.calendars import Calendars, Mirror
 from gateway.ghl.destination.contacts import Contacts
 from gateway.ghl.destination.errors import PushFailed
 from gateway.ghl.destination.settings import CalendarMode, GhlSettings, decode_settings
+from gateway.logsafe import log_unexpected
 from gateway.runtime import Runtime
 from gateway.storage import ghl_destination as db
 from gateway.storage import sync as facts_db
@@ -286,8 +287,8 @@ async def tick(runtime: Runtime, worker_id: str, *, limit: int = 20, concurrency
                 return
             try:
                 await process(runtime, pusher, claim, worker_id)
-            except Exception:
-                log.exception("a GoHighLevel push failed unexpectedly; it is retried after its lease")
+            except Exception as exc:  # the class and frames only: a message could quote a patient
+                log_unexpected(log, "a GoHighLevel push failed unexpectedly; it is retried after its lease", exc)
 
     await asyncio.gather(*(run(claim) for claim in claims))
     return len(claims)
