@@ -27,9 +27,10 @@ from adapters.http import (
     send_read,
 )
 from adapters.http import transport_error as map_transport_error
-from adapters.practicebetter import limits, wire
+from adapters.practicebetter import wire
 from adapters.practicebetter.settings import PracticeBetterCredentials, PracticeBetterSettings, base_url_of
 from adapters.reconcile import AmbiguousWrite
+from adapters.tokens import TOKENS, TokenCache
 
 T = TypeVar("T")
 
@@ -77,7 +78,7 @@ def error_for(response: httpx.Response) -> AdapterError:
 
 
 class PracticeBetterClient:
-    """One per adapter instance; the token is shared per credentials (see `limits`)."""
+    """One per adapter instance; the token is shared per credentials (`adapters.tokens`)."""
 
     def __init__(
         self,
@@ -85,7 +86,7 @@ class PracticeBetterClient:
         settings: PracticeBetterSettings,
         credentials: PracticeBetterCredentials,
         retry: RetryPolicy = DEFAULT_RETRY,
-        tokens: limits.TokenCache = limits.TOKENS,
+        tokens: TokenCache = TOKENS,
     ) -> None:
         self.http = http
         self.settings = settings

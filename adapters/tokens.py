@@ -1,6 +1,6 @@
-"""Process-wide, per-credential state every adapter instance of one practice shares: the OAuth token. Adapters
-are rebuilt per location every few minutes (and per poll), so it cannot live on the instance: a fresh instance must
-not mint a new token.
+"""Process-wide, per-credential OAuth tokens every adapter instance of one account shares (Practice Better, Halaxy,
+FHIR servers). Adapters are rebuilt per location every few minutes (and per poll), so a token cannot live on the
+instance: a fresh instance must not mint a new one.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 
 EARLY_SECONDS = 60.0  # re-mint this long before the token expires
-DEFAULT_LIFETIME = 3600  # when `expires_in` is missing (what integrators assume; UNCONFIRMED)
+DEFAULT_LIFETIME = 3600  # when `expires_in` is missing (what Practice Better integrators assume; UNCONFIRMED)
 
 
 class TokenCache:
