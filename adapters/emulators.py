@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from adapters.cliniko.emulator import ClinikoEmulator
 from adapters.emulation import Emulator, EmulatorSeed
+from adapters.fhir.emulator import FhirEmulator
+from adapters.halaxy.emulator import HalaxyEmulator
 from adapters.jane.emulator import JaneEmulator
 from adapters.nookal.emulator import NookalEmulator
 from adapters.practicebetter.emulator import PracticeBetterEmulator
@@ -13,6 +15,8 @@ from adapters.simplepractice.emulator import SimplePracticeEmulator
 
 EMULATORS: dict[str, Callable[[EmulatorSeed], Emulator]] = {
     ClinikoEmulator.slug: ClinikoEmulator,
+    FhirEmulator.slug: FhirEmulator,
+    HalaxyEmulator.slug: HalaxyEmulator,
     JaneEmulator.slug: JaneEmulator,
     NookalEmulator.slug: NookalEmulator,
     PracticeBetterEmulator.slug: PracticeBetterEmulator,

@@ -7,6 +7,8 @@ from importlib.metadata import entry_points
 
 from adapters.base import EMRAdapter
 from adapters.cliniko.adapter import ClinikoAdapter
+from adapters.fhir.adapter import FhirAdapter
+from adapters.halaxy.adapter import HalaxyAdapter
 from adapters.jane.adapter import JaneAdapter
 from adapters.nookal.adapter import NookalAdapter
 from adapters.practicebetter.adapter import PracticeBetterAdapter
@@ -16,6 +18,8 @@ AdapterClass = type[EMRAdapter]  # type: ignore[type-arg]
 
 BUILTIN: dict[str, AdapterClass] = {
     ClinikoAdapter.slug: ClinikoAdapter,
+    FhirAdapter.slug: FhirAdapter,
+    HalaxyAdapter.slug: HalaxyAdapter,
     JaneAdapter.slug: JaneAdapter,
     NookalAdapter.slug: NookalAdapter,
     PracticeBetterAdapter.slug: PracticeBetterAdapter,

@@ -32,6 +32,7 @@ from gateway.routes.clinicsync import clinicsync_handlers
 from gateway.routes.console import console_handlers
 from gateway.routes.ghl import GhlMarketplaceController, GhlTokenWorkflowController, GhlWorkflowController
 from gateway.routes.ghl_destination import GhlSyncLogController
+from gateway.routes.halaxy_webhooks import HalaxyWebhooksController
 from gateway.routes.health import healthz, location_health, metrics, readyz
 from gateway.routes.patients import PatientsController
 from gateway.routes.practicebetter_webhooks import PracticeBetterWebhooksController
@@ -49,8 +50,8 @@ def openapi_config() -> OpenAPIConfig:
         title="EMR Gateway",
         version=VERSION,
         description=(
-            "One API to book, reschedule and cancel appointments in Cliniko, Jane, Nookal, SimplePractice and "
-            "Practice Better. "
+            "One API to book, reschedule and cancel appointments in Cliniko, Jane, Nookal, SimplePractice, "
+            "Practice Better, Halaxy and FHIR R4 scheduling servers. "
             "Errors are RFC 9457 problem+json with a stable `code`."
         ),
         path="/schema",
@@ -99,6 +100,7 @@ def create_app(
     api_routes.append(WebhooksController)
     api_routes += [GhlWorkflowController, GhlTokenWorkflowController, GhlMarketplaceController]
     api_routes.append(PracticeBetterWebhooksController)
+    api_routes.append(HalaxyWebhooksController)
     api_routes.append(GhlSyncLogController)
     return Litestar(
         route_handlers=[

@@ -82,10 +82,24 @@ def issue_codes(response: httpx.Response) -> list[str]:
     if not is_json(response):
         return []
     try:
-        outcome = msgspec.json.decode(response.content, type=wire.OperationOutcome)
+        outcome = msgspec.json.decode(response.content, type=wire.OperationOutcome | wire.Bundle)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return []
+    if isinstance(outcome, wire.Bundle):  # IHE ITI-116/117: a failed $hold/$book is a Bundle holding the outcome
+        return bundle_issue_codes(outcome)
     return [issue.code for issue in outcome.issue]
+
+
+def bundle_issue_codes(bundle: wire.Bundle) -> list[str]:
+    """The issue codes of the OperationOutcomes a Bundle holds (unreadable entries are skipped)."""
+    codes: list[str] = []
+    for entry in bundle.entry:
+        try:
+            if entry.resource and wire.resource_type_of(entry.resource) == "OperationOutcome":
+                codes += [i.code for i in msgspec.json.decode(entry.resource, type=wire.OperationOutcome).issue]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return codes
 
 
 def safe_detail(response: httpx.Response) -> str:
@@ -270,6 +284,16 @@ class FhirClient:
 
     async def read(self, type_: type[T], resource_id: str) -> T:
         return await self.get(f"{resource_type(type_)}/{resource_id}", type_)
+
+    async def read_json(self, type_: type[T], resource_id: str) -> tuple[T, dict[str, object]]:
+        """A read, decoded and as sent: a full-replace write (`PUT`, IHE `$book` changes) must send back every
+        element the server holds, not only the ones the wire Structs model."""
+        response = await self._get(self.url(f"{resource_type(type_)}/{resource_id}"), None)
+        resource: T = self._decode(response, type_)
+        raw = msgspec.json.decode(response.content)
+        if not isinstance(raw, dict):
+            raise ContractChanged(f"{self.emr} answered a read with a non-object", path="$", problem="not an object")
+        return resource, raw
 
     async def capabilities(self) -> wire.CapabilityStatement:
         return await self.get("metadata", wire.CapabilityStatement)

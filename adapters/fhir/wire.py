@@ -34,6 +34,7 @@ class CodeableConcept(Element, kw_only=True):
 
 class Reference(Element, kw_only=True):
     reference: str | None = None
+    type: str | None = None  # the target's resource type (Halaxy writes it beside absolute references)
     display: str | None = None
 
     @property
@@ -232,6 +233,7 @@ class Appointment(Resource, kw_only=True):
     created: datetime | None = None
     comment: str | None = None
     participant: list[AppointmentParticipant] = []
+    requestedPeriod: list[Period] = []  # 1..* in the IHE ITI Appointment profile (ihe-sched-appt)
 
     def actor_of(self, resource_type: str) -> Reference | None:
         """The first participant that is a `resource_type` (Patient, Practitioner, PractitionerRole, Location)."""

@@ -4,7 +4,7 @@ gateway builds it (stored JSON bytes -> `gateway.emr.build_adapter`)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +16,7 @@ import pytest
 from adapters.base import Capability, EMRAdapter
 from adapters.emulation import Emulator, EmulatorSeed, EmulatorStats, Fault, FaultKind, ServerThread, default_seed
 from adapters.emulators import EMULATORS
+from adapters.fhir.emulator import FhirEmulator
 from adapters.http import RetryPolicy, UsesRetryPolicy
 from adapters.transport import EMRTransport
 from gateway.emr import build_adapter
@@ -142,11 +143,17 @@ class Harness:
         )
 
 
-@pytest.fixture(params=sorted(EMULATORS))
+# Another dialect of one adapter, run as its own param: param id -> (adapter slug, emulator factory).
+DIALECTS: dict[str, tuple[str, Callable[[EmulatorSeed], Emulator]]] = {
+    "fhir-rest": ("fhir", lambda seed: FhirEmulator(seed, dialect="rest")),  # plain REST: Schedule/Slot, no $book
+}
+
+
+@pytest.fixture(params=[*sorted(EMULATORS), *DIALECTS])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    slug: str = request.param
+    slug, factory = DIALECTS[request.param] if request.param in DIALECTS else (request.param, EMULATORS[request.param])
     seed = default_seed()
-    emulator = EMULATORS[slug](seed)
+    emulator = factory(seed)
     server = ServerThread(emulator.app())
     base_url = server.start()
     # The gateway's own EMR transport (aiohttp underneath): its failure mapping decides "nothing was sent".

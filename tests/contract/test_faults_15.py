@@ -21,6 +21,8 @@ from tests.contract.conftest import PATIENCE, Harness
 # Where each EMR creates a patient (the fault must hit that request, not e.g. Practice Better's token mint).
 PATIENT_CREATE_PATH = {
     "cliniko": "/v1/patients",
+    "fhir": "/fhir/R4/Patient",
+    "halaxy": "/main/Patient",
     "jane": "/admin/api/v2/patients",
     "nookal": "/production/v2/addPatient",
     "practicebetter": "/consultant/records",

@@ -22,6 +22,8 @@ from tests.contract.conftest import Harness
 # A member each EMR's practitioner list carries and the adapter requires (so dropping it must be noticed).
 REQUIRED_PRACTITIONER_FIELD = {
     "cliniko": "created_at",
+    "fhir": "id",
+    "halaxy": "practitioner",
     "jane": "id",
     "nookal": "ID",
     "practicebetter": "id",

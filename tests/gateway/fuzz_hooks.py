@@ -240,6 +240,19 @@ def _map(case: Case, *, ids: bool) -> None:
             query["verification_token"] = pb["verification_token"]
         if body is not None:
             body.update({"eventType": "client.updated", "resourceId": pb["client_id"]})
+    elif label.startswith("POST /halaxy/"):
+        hx = SEED["halaxy"]
+        path.update({"location_id": hx["location_id"]} if "location_id" in path else {})
+        if body is not None:
+            body["entry"] = [
+                {
+                    "resource": {
+                        "resourceType": "SubscriptionStatus",
+                        "type": "event-notification",
+                        "notificationEvent": [{"focus": {"reference": f"Patient/{hx['patient_id']}"}}],
+                    }
+                }
+            ]
     elif label == "POST /v1/webhooks" and body is not None:
         body["url"] = SEED["webhook_url"]
     elif label == "DELETE /v1/webhooks/{webhook_id}":
@@ -272,6 +285,11 @@ def before_call(ctx: Any, case: Case, kwargs: dict[str, Any]) -> None:
     an invalid one is refused whether or not it is signed)."""
     if SEED and case.method.upper() == "POST" and case.path == "/ghl/v1/marketplace/webhooks":
         _sign_ghl(case)
+        return
+    if SEED and case.method.upper() == "POST" and case.path.startswith("/halaxy/"):
+        # Halaxy sends the Authentication Header configured on its webhook (no signature): schema-valid cases only.
+        if _positive(case):
+            case.headers = {**(case.headers or {}), "Authorization": SEED["halaxy"]["secret"]}
         return
     if not SEED or case.method.upper() != "POST" or not case.path.startswith("/practicebetter/"):
         return

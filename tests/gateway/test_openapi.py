@@ -120,6 +120,7 @@ def _seed(harness: FuzzHarness) -> dict[str, Any]:
         "delivery_id": deliveries[0]["id"],
         "ghl": ghl,
         "practice_better": _practice_better(harness),
+        "halaxy": _halaxy(harness),
         # GHL signs its marketplace webhooks: the hooks sign schema-valid bodies with this key, the gateway knows
         # its public half, so the route is exercised past its signature check.
         "ghl_marketplace": {"private_key": GHL_KEY.private_bytes_raw().hex()},
@@ -137,6 +138,14 @@ def _practice_better(harness: FuzzHarness) -> dict[str, Any]:
         "signing_secret": pb.signing_secret,
         "client_id": patients[0]["id"],
     }
+
+
+def _halaxy(harness: FuzzHarness) -> dict[str, Any]:
+    hx = harness.halaxy
+    with httpx.Client(base_url=harness.base_url, headers={"x-api-key": hx.site.api_key}, timeout=30) as c:
+        patients = c.get("/v1/patients", params={"email": "jane.citizen@example.com"}).json()["items"]
+    assert patients, "the Halaxy emulator's seeded patient is missing"
+    return {"location_id": hx.site.location_id, "secret": hx.secret, "patient_id": patients[0]["id"]}
 
 
 async def _ghl_token(harness: Harness) -> str:
@@ -164,9 +173,14 @@ phases.stateful.max-steps = {STATEFUL_STEPS}
 reports.json.enabled = true
 reports.json.path = "{report}"
 
-# Each of these re-reads a client and their sessions from Practice Better's emulator: fewer, for the time budget.
+# Each of these re-reads a client and their sessions from Practice Better's (Halaxy's) emulator: fewer, for the time
+# budget.
 [[operations]]
 include-name = "POST /practicebetter/v1/webhooks/{{location_id}}"
+generation.max-examples = {max(MAX_EXAMPLES // 4, 5)}
+
+[[operations]]
+include-name = "POST /halaxy/v1/webhooks/{{location_id}}"
 generation.max-examples = {max(MAX_EXAMPLES // 4, 5)}
 """
 
@@ -180,27 +194,43 @@ class PracticeBetter:
         self.signing_secret = str(credentials["webhook_signing_secret"])
 
 
+class Halaxy:
+    """The Halaxy location: its key, and the Authentication Header value its webhooks in Halaxy would send."""
+
+    def __init__(self, site: Site, credentials: dict[str, Any]) -> None:
+        self.site = site
+        self.secret = str(credentials["webhook_secret"])
+
+
 class FuzzHarness(Harness):
-    def __init__(self, base: Harness, practice_better: PracticeBetter) -> None:
+    def __init__(self, base: Harness, practice_better: PracticeBetter, halaxy: Halaxy) -> None:
         super().__init__(base.base_url, base.sites, base.emulator, base.emulator_url, base.database_url, base.keyring)
         self.practice_better = practice_better
+        self.halaxy = halaxy
 
 
 @contextlib.contextmanager
 def running_fuzz_harness(database_url: str, keyring: Keyring) -> Iterator[FuzzHarness]:
     """Cliniko without its 200-a-minute limit (a fuzz run sends thousands), loopback webhooks allowed, and a Practice
-    Better location beside it for the routes Practice Better's own webhooks call."""
+    Better and a Halaxy location beside it for the routes their own webhooks call."""
     emulator = ClinikoEmulator(two_business_seed(), rate_limit_per_minute=1_000_000)
     overrides = {"webhook_allowed_subnets": ("127.0.0.0/8",), "ghl_ed25519_public_key": GHL_PUBLIC}
     pb = EMULATORS["practicebetter"](default_seed())
     pb_thread = ServerThread(pb.app())
     pb_url = pb_thread.start()
+    hx = EMULATORS["halaxy"](default_seed())
+    hx_thread = ServerThread(hx.app())
+    hx_url = hx_thread.start()
+    zone = default_seed().time_zone
     try:
         with running_harness("cliniko", database_url, keyring, overrides, emulator=emulator) as harness:
-            site = run_sync(_provision(database_url, keyring, pb, pb_url, 1, default_seed().time_zone))[0]
+            site = run_sync(_provision(database_url, keyring, pb, pb_url, 1, zone))[0]
             credentials = msgspec.json.decode(pb.location_config(pb_url)[1])
-            yield FuzzHarness(harness, PracticeBetter(site, credentials))
+            hx_site = run_sync(_provision(database_url, keyring, hx, hx_url, 1, zone))[0]
+            hx_credentials = msgspec.json.decode(hx.location_config(hx_url)[1])
+            yield FuzzHarness(harness, PracticeBetter(site, credentials), Halaxy(hx_site, hx_credentials))
     finally:
+        hx_thread.stop()
         pb_thread.stop()
 
 
