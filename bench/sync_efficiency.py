@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import argparse
 import asyncio
+import copy
 import datetime
 import enum
 import math
@@ -36,6 +37,10 @@ from adapters.cliniko import wire as cliniko_wire
 from adapters.cliniko.emulator import ClinikoEmulator
 from adapters.emulation import Emulator, EmulatorSeed, SeedPatient, ServerThread, default_seed
 from adapters.emulators import EMULATORS
+from adapters.fhir.emulator import BASE as FHIR_BASE
+from adapters.fhir.emulator import FhirEmulator, FhirError
+from adapters.halaxy.emulator import PREFIX as HALAXY_PREFIX
+from adapters.halaxy.emulator import HalaxyEmulator, PatientEdit
 from adapters.jane import wire as jane_wire
 from adapters.jane.emulator import JaneEmulator
 from adapters.nookal.emulator import NookalEmulator
@@ -195,6 +200,11 @@ DOCUMENTED: dict[str, tuple[float, str]] = {
     "practicebetter": (5.0, "Practice Better: 5 requests/s, bursts of 20 (vendor swagger as integrators cite it)"),
     "jane": (100 / 60, "none published for the staff endpoints; the adapter module's ~100/minute (partner API)"),
     "nookal": (2.0, "none published; the adapter module's ~2/s (integrators' own pace)"),
+    # docs/authentication: "500 requests per minute" per client, a sliding window (the gateway paces 7/s, burst 50).
+    "halaxy": (500 / 60, "Halaxy documents 500 requests/minute per client, a sliding window"),
+    # A generic FHIR server has no one published rate (Medplum's free tier documents 6,000/minute; Epic and others
+    # set their own): the gateway's default pacing for it, which operators override per server.
+    "fhir": (10.0, "none for FHIR servers in general; the gateway's default pacing (10/s), overridden per server"),
 }
 
 
@@ -566,8 +576,165 @@ class PracticeBetterDriver(Driver):
         return (now - FEED_LOOKBACK, now + PB_NEAR_AHEAD)
 
 
+class HalaxyDriver(Driver):
+    slug = "halaxy"
+    # The feed is `Patient?_lastUpdated=gt…` and `Appointment?_lastUpdated=gt…` (adapters/halaxy/adapter.py
+    # changes_since), each with `_count=50` (the SDK fixture's page; the emulator serves up to 100): only changed
+    # records are listed, so the floor is the minimum and a quiet poll's is 2. Appointments are searched practice-wide
+    # and kept to this clinic by their PractitionerRole; the seed has one clinic, so none is read and dropped. Knowing
+    # the clinic's roles is the adapter's own need, not the API's (its search takes `practitioner-role`): a roles read
+    # in a poll is counted against the floor, not added to it.
+    patients = Resource(name="Patient", page=50)
+    appointments = Resource(name="Appointment", page=50)
+
+    def __init__(self, seed: EmulatorSeed, clock: ShiftedClock) -> None:
+        super().__init__(seed, clock)
+        self.em = HalaxyEmulator(seed, rate_limit=HUGE, clock=clock, max_exchanges=1)
+        clinic = self.em.clinic_ids()[0]
+        self.roles = [r.id for r in self.em.roles.values() if r.clinic_id == clinic]  # one per practitioner, in order
+        self.service = next(iter(self.em.services))
+
+    @property
+    def emulator(self) -> Emulator:
+        return self.em
+
+    def patient_ids(self) -> list[str]:
+        return list(self.em.patients)
+
+    def add_appointment(self, patient_id: str, plan: Planned) -> str:
+        # `$book`'s own code (reference/createappointment's Parameters); the emulator books overlaps by default, as
+        # Halaxy's calendar lets staff double-book.
+        minutes = self._minutes()
+        end = plan.start + datetime.timedelta(minutes=minutes)
+        body = {
+            "resourceType": "Parameters",
+            "parameter": [
+                {
+                    "name": "appt-resource",
+                    "resource": {
+                        "resourceType": "Appointment",
+                        "start": plan.start.isoformat(),
+                        "end": end.isoformat(),
+                        "minutesDuration": minutes,
+                        "participant": [
+                            {"actor": {"reference": f"PractitionerRole/{self.roles[plan.practitioner]}"}},
+                            {"actor": {"reference": f"Patient/{patient_id}"}},
+                        ],
+                    },
+                },
+                {"name": "patient-id", "valueReference": {"reference": f"Patient/{patient_id}"}},
+                {"name": "healthcare-service-id", "valueReference": {"reference": f"HealthcareService/{self.service}"}},
+                {"name": "location-type", "valueCode": "clinic"},
+                {"name": "status", "valueCode": "booked"},
+            ],
+        }
+        return self.em.book(body, f"{HALAXY_PREFIX}/Appointment/$book").id
+
+    def edit_patient(self, patient_id: str, number: int) -> None:
+        # The method of `POST /_emulator/patients/{id}` (a receptionist's edit in Halaxy's screens): it bumps
+        # `meta.lastUpdated` and the version. No webhook is configured, so the route's notification would be a no-op.
+        self.em.edit_patient(patient_id, PatientEdit(phone=f"+61499{number:06d}"))
+
+    def cancel(self, appointment_id: str, patient_id: str) -> None:
+        # The method of `POST /_emulator/appointments/{id}/cancel`: cancelled in Halaxy's calendar.
+        self.em.front_desk_cancel(appointment_id)
+
+
+class FhirDriver(Driver):
+    slug = "fhir"
+    # The feed is `Patient?_lastUpdated=ge…` and `Appointment?_lastUpdated=ge…&location=…` (adapters/fhir/adapter.py
+    # changes_since), each with `_count=100`: only changed records are listed (the emulator's default dialect, "ihe",
+    # declares `_lastUpdated`), so the floor is the minimum and a quiet poll's is 2. The CapabilityStatement the feed
+    # checks is cached per process for an hour (read at the warm-up's `check()`), so it costs no poll a request.
+    patients = Resource(name="Patient", page=100)
+    appointments = Resource(name="Appointment", page=100)
+
+    def __init__(self, seed: EmulatorSeed, clock: ShiftedClock) -> None:
+        super().__init__(seed, clock)
+        self.em = FhirEmulator(
+            seed,
+            dialect="ihe",
+            rate_limit_per_minute=HUGE,
+            token_rate_limit_per_minute=HUGE,
+            clock=clock,
+            max_exchanges=1,
+        )
+        self.location = self.em.location_ids[0]
+        self.practitioners = list(self.em.db["Practitioner"])
+        service = next(iter(self.em.db["HealthcareService"].values())).resource
+        self.service = service["id"]
+        self.service_type = [{"coding": service["type"][0]["coding"][:1]}]
+        self.overbooked = 0  # appointments `$book` refused as double bookings, stored as the clinic's screens do
+
+    @property
+    def emulator(self) -> Emulator:
+        return self.em
+
+    def patient_ids(self) -> list[str]:
+        return list(self.em.db["Patient"])
+
+    def add_appointment(self, patient_id: str, plan: Planned) -> str:
+        # ITI-117 `$book` with a `pending` appointment-resource, as the adapter books (answered `booked`).
+        end = plan.start + datetime.timedelta(minutes=self._minutes())
+        start_text, end_text = plan.start.isoformat(), end.isoformat()
+        actors = (
+            ("Patient", patient_id),
+            ("Practitioner", self.practitioners[plan.practitioner]),
+            ("Location", self.location),
+            ("HealthcareService", self.service),
+        )
+        resource = {
+            "resourceType": "Appointment",
+            "status": "pending",
+            "serviceType": self.service_type,
+            "start": start_text,
+            "end": end_text,
+            "minutesDuration": self._minutes(),
+            "requestedPeriod": [{"start": start_text, "end": end_text}],
+            "participant": [
+                {"actor": {"reference": f"{kind}/{rid}"}, "required": "required", "status": "accepted"}
+                for kind, rid in actors
+            ],
+        }
+        body = {"resourceType": "Parameters", "parameter": [{"name": "appointment-resource", "resource": resource}]}
+        try:
+            answer = self.em.book(f"http://seed{FHIR_BASE}", body)
+            return str(answer["entry"][0]["resource"]["id"])
+        except FhirError as exc:
+            # `$book` refuses a double booking (the IG: it "determines if the nominated appointment is still
+            # available"). The plan double-books only past 16 slots x 184 days x the practitioners (5,888 with the
+            # default seed's 2): those go through the emulator's own create code (`POST Appointment`, which checks no
+            # calendar without Slots), as a clinic overbooking in its own screens would.
+            if exc.status != 409:
+                raise
+            self.overbooked += 1
+            return str(self.em.create("Appointment", {**resource, "status": "booked"}).resource["id"])
+
+    def edit_patient(self, patient_id: str, number: int) -> None:
+        # No control route edits a patient: the clinic's own screens, on the emulator's records through its own write
+        # step (`_put`: a new version, `meta.lastUpdated` moved, the old one kept for vread), as every write does.
+        with self.em._lock:
+            patient = copy.deepcopy(self.em.db["Patient"][patient_id].resource)
+            kept = [t for t in patient.get("telecom", []) if t.get("system") != "phone"]
+            patient["telecom"] = [*kept, {"system": "phone", "value": f"0499{number:06d}", "use": "mobile"}]
+            self.em._put("Patient", patient, patient_id)
+
+    def cancel(self, appointment_id: str, patient_id: str) -> None:
+        # The method of `POST /_emulator/fhir/Appointment/{id}/status/{status}` (the clinic's own screens).
+        self.em.set_status(appointment_id, "cancelled")
+
+
 DRIVERS: dict[str, type[Driver]] = {
-    d.slug: d for d in (ClinikoDriver, JaneDriver, NookalDriver, SimplePracticeDriver, PracticeBetterDriver)
+    d.slug: d
+    for d in (
+        ClinikoDriver,
+        JaneDriver,
+        NookalDriver,
+        SimplePracticeDriver,
+        PracticeBetterDriver,
+        HalaxyDriver,
+        FhirDriver,
+    )
 }
 
 
@@ -645,6 +812,22 @@ def _endpoint(path: str) -> str:
     return "/".join(parts)
 
 
+class ProbeTransport(httpx.AsyncBaseTransport):
+    """The worker's client's transport, noting each request for `Probe`. An event hook would not see them: the
+    gateway's paced client (adapters.pacing) hands requests straight to this client's transport."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.probe.on_request(request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class Probe:
     """Counts requests two ways: the emulator's own count (authoritative) and, per endpoint, as the client sent them."""
 
@@ -653,7 +836,7 @@ class Probe:
         self.sent: Counter[str] = Counter()
         self.control = httpx.AsyncClient(timeout=30)
 
-    async def on_request(self, request: httpx.Request) -> None:
+    def on_request(self, request: httpx.Request) -> None:
         if not request.url.path.startswith("/_emulator"):
             self.sent[f"{request.method} {_endpoint(request.url.path)}"] += 1
 
@@ -837,7 +1020,7 @@ class Repetition:
 
         async def daily() -> tuple[int, int]:
             adapter = self.adapter(http)
-            events = await sweep(
+            swept = await sweep(
                 self.store,
                 adapter,
                 self.location,
@@ -845,7 +1028,7 @@ class Repetition:
                 sweep_now,
                 cached_catalog(GatewayConfig(), self.store, adapter),
             )
-            return started, events
+            return started, len(swept.events)  # what poll_location publishes of a sweep
 
         sweep_min = appointments.requests_for(started)
         sweep_target = sweep_min + math.ceil(started / batch) + 1  # at most one patient per started appointment
@@ -866,9 +1049,7 @@ async def run_account(slug: str, size: int, repetitions: int, say: Callable[[str
     timeout = httpx.Timeout(20.0, connect=5.0)  # the gateway's EGW_EMR_TIMEOUT_SECONDS / _CONNECT_ defaults
     measurements: list[Measurement] = []
     try:
-        async with httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, event_hooks={"request": [probe.on_request]}
-        ) as http:
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=ProbeTransport(probe)) as http:
             # Steady state: Practice Better's OAuth token is cached per process for an hour, so a poll does not mint
             # one; mint it (and prove the credentials work) before measuring.
             warmup = build_adapter(
@@ -1043,7 +1224,7 @@ def parse_args(argv: Sequence[str], *, lenient: bool = False) -> argparse.Namesp
     )
     p.add_argument("--quick", action="store_true", help="sizes 100 and 1000, 1 repetition")
     p.add_argument("--sizes", type=int, nargs="+", help="patients per emulator (default 100 1000 10000)")
-    p.add_argument("--adapters", nargs="+", choices=sorted(EMULATORS), help="default: all five")
+    p.add_argument("--adapters", nargs="+", choices=sorted(DRIVERS), help="default: every one with a driver")
     p.add_argument(
         "--repetitions",
         type=int,
