@@ -3,32 +3,58 @@
 Two dialects, chosen from the server's CapabilityStatement (`adapters.fhir.dialect`; `settings.dialect` may force
 one):
 - IHE ITI Scheduling: availability is `GET Appointment/$find` (ITI-115, read semantics, so retried like any read);
-  a booking is one read of the practitioner's appointments at that time (ITI-118; a clash is refused unwritten) then
-  `POST Appointment/$book` with an `appointment-resource` in status `pending` (ITI-117), answered `booked`; a
-  reschedule or cancel is `$book` with the full stored appointment in status `booked` or `cancelled`, as the IG
-  specifies. A booking need not be one `$find` proposed (callers book times the clinic chose; the server decides).
-  `$hold` (ITI-116) is not used: holds would linger when a caller goes away.
+  a booking is one read of the practitioner's appointments at that time (ITI-118, when Appointment declares the
+  `practitioner` and `date` search parameters; a clash is refused unwritten) then `POST Appointment/$book` with an
+  `appointment-resource` in status `pending` (ITI-117), answered `booked`; a reschedule or cancel is `$book` with the
+  full stored appointment in status `booked` or `cancelled`, as the IG specifies (a reschedule's `requestedPeriod`
+  is the new period). Such an answer is not trusted blindly: it must be the same appointment (another id means the
+  server booked the resource as a new appointment: that one is cancelled again and the caller gets Rejected), and a
+  cancel's must be cancelled (else Rejected: the server did not cancel). A booking need not be one `$find`
+  proposed (callers book times the clinic chose; the server decides). `$hold` (ITI-116) is not used: holds would
+  linger when a caller goes away.
 - Plain REST: availability is the practitioner's `Schedule` (at this Location) and its free `Slot`s; a booking is
   a `Slot` search then `POST Appointment` referencing the Slots it fills; a reschedule or cancel is a full-replace
-  `PUT` of the appointment as read (every element the server holds is sent back, not only the modelled ones).
-A booking is 2 calls either way (`min_booking_calls`), with the service's coding and the Schedule cached per
-instance; the write's answer is the stored appointment, which write verification reads (`adapters.verify`).
+  `PUT` of the appointment as read (every element the server holds is sent back, not only the modelled ones), sent
+  with `If-Match` on the version read: a change the clinic made in between (a staff cancel) is answered 412, and
+  the operation reads the appointment again once (a cancel of one cancelled meanwhile is done; a reschedule of one
+  is AlreadyCancelled; otherwise the change is applied to what is now stored).
+A booking is 2 calls in IHE and in REST with `settings.slots_enforced` (`min_booking_calls`), 4 in REST without it
+(the default): see below. The service's coding and the Schedule are cached per instance; the write's answer is the
+stored appointment, which write verification reads (`adapters.verify`).
 
 Capabilities: the class declares the superset (the support matrix shows it, "as the server declares"); an instance
 narrows `supports()`/`require()` to what the CapabilityStatement declares, read once per server and credentials and
-cached process-wide (`dialect.STATEMENTS`). Double bookings are refused by the server: IHE `$book` "determines if the
-nominated appointment is still available"; in REST the adapter books only Slots its search shows free and a server
-keeping Slot.status refuses a racer (`settings.slots_enforced`). A refusal (409, or an OperationOutcome `conflict`)
-is SlotUnavailable.
+cached process-wide (`dialect.STATEMENTS`). Double bookings: IHE `$book` "determines if the nominated appointment is
+still available". In REST a server that enforces Slots (`settings.slots_enforced`: it marks them busy and refuses
+a booking into a busy one) refuses a racer itself. A generic server (HAPI) does neither, so by default the adapter
+reads the practitioner's appointments before the POST (a clash is refused unwritten) and again after it: of two
+bookings that raced into one time the earlier-created keeps it, the later is cancelled again and its caller gets
+SlotUnavailable (as `adapters.halaxy` does). Availability then leaves booked times out, and a reschedule checks the
+new time the same way (before only). Without Appointment search by practitioner and date there is nothing to check
+with, and REJECTS_DOUBLE_BOOKING is not declared. A refusal (409, or an OperationOutcome `conflict`) is
+SlotUnavailable.
+
+An appointment is at this location when a Location participant names it; one without a Location participant only
+when its practitioner has a PractitionerRole at this Location (so it shows at each location where they work), never
+when PractitionerRole cannot be searched: a key for one location cannot reach another location's appointment.
+
+Change feed: `_lastUpdated` searches walked by stamp (`_walk`), plus the appointments deleted since (type `_history`,
+where Appointment declares `history-type` and `history-instance`), reported as cancelled. A search never returns a
+deleted resource, and not every server declares history, so `full_listing_complete` is False. An appointment
+without start or end (FHIR allows it for proposed, waitlisted and cancelled ones) is left out of feeds and lists.
 
 A create whose answer is lost is watched for (`adapters.reconcile`) through an Appointment search by patient and
-start, recognised by the gateway's marker in `Appointment.comment`; it is never sent twice. Error messages carry the
-status and OperationOutcome issue codes only: `diagnostics` is prose that can quote a patient and is never read.
+start, recognised by the gateway's marker in `Appointment.comment`; it is never sent twice (a server without that
+search leaves the outcome unknown). Search parameters go out only where the CapabilityStatement declares them,
+except `_id` (a parameter of every resource), the result parameters `_count` and `_sort` (which R4 gives no place
+to declare; see `_walk`) and the IG's `$find` parameters. Error messages carry the status and OperationOutcome issue
+codes only: `diagnostics` is prose that can quote a patient and is never read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -38,17 +64,27 @@ import httpx
 import msgspec
 
 from adapters import phones
-from adapters.base import AdapterContext, Capability, EMRAdapter
+from adapters.base import FULL_LISTING, AdapterContext, Capability, EMRAdapter
 from adapters.errors import (
+    AdapterError,
     AlreadyCancelled,
     ContractChanged,
     NotFound,
+    OutcomeUnknown,
     Rejected,
     SlotUnavailable,
+    Unavailable,
     Unsupported,
 )
 from adapters.fhir import mapping, wire
-from adapters.fhir.client import Conflict, FhirClient, Params, bundle_issue_codes, resources_of
+from adapters.fhir.client import (
+    MAX_PAGES,
+    Conflict,
+    FhirClient,
+    bundle_issue_codes,
+    resource_type,
+    resources_of,
+)
 from adapters.fhir.dialect import STATEMENTS, Declared, Dialect, declare
 from adapters.fhir.settings import FhirCredentials, FhirSettings, auth_of
 from adapters.http import RetryPolicy
@@ -58,7 +94,7 @@ from adapters.probes import ProbeFn
 from adapters.reconcile import AmbiguousWrite
 from adapters.stamps import parse_time, settled_cursor
 from adapters.verify import Asked, Written
-from schemas.appointments import Appointment, AppointmentStatus
+from schemas.appointments import Appointment, AppointmentStatus, CancelReason
 from schemas.availability import Slot
 from schemas.catalog import Location, Practitioner, Service
 from schemas.changes import ChangeSet
@@ -74,10 +110,12 @@ from schemas.patients import Patient, PatientQuery
 from schemas.verify import SettingCheck
 
 T = TypeVar("T")
+R = TypeVar("R", bound=wire.Resource)
 Json = dict[str, Any]
 
 EMR_NAME = "the FHIR server"
 PAGE = "100"
+FEED_PAGE = "100"  # a change-feed page (`_count`); each next page is asked afresh from the last stamp read
 SLOT_PAGE = "200"
 ID_BATCH = 50
 SLOT_LOOKBACK = timedelta(hours=1)  # a Slot that starts this long before a booking may still cover its start
@@ -85,6 +123,13 @@ CLASH_LOOKBACK = timedelta(hours=12)  # an appointment that starts this long bef
 FIND_WINDOW = timedelta(minutes=1)
 SLOT_REFUSED = "the server refused: that time is no longer available"
 ENDED = frozenset({"cancelled", "entered-in-error"})
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+WITHDRAWN = "withdrawn by the gateway: the time was booked at the same moment"
+
+
+class _Stale(Rejected):
+    """412 on a full-replace PUT: the appointment changed on the server since it was read (a clinic's own edit).
+    Nothing was overwritten; the operation reads it again once, and a second 412 reaches the caller as this."""
 
 
 def _batches(items: list[str], size: int) -> Iterable[list[str]]:
@@ -128,6 +173,31 @@ def _is_id(value: str) -> bool:
     return bool(value) and len(value) <= 64 and all(c.isalnum() or c in "-." for c in value)
 
 
+def _timed(appointment: wire.Appointment) -> bool:
+    """FHIR lets a proposed, waitlisted or cancelled appointment have no start or end: the gateway cannot show one
+    (every appointment it reports has times), so feeds and lists leave it out; one cannot clash either."""
+    return appointment.start is not None and appointment.end is not None
+
+
+def _made(appointment: wire.Appointment) -> tuple[datetime, int, str]:
+    """When an appointment was created, as the server stamped it (version 1's `lastUpdated`, else `created`), then
+    its id: of two bookings that raced into one time, the lower keeps it."""
+    meta = appointment.meta
+    first = meta is not None and meta.versionId == "1" and meta.lastUpdated is not None
+    stamp = _updated(appointment) if first else (appointment.created or _updated(appointment))
+    ident = appointment.id or ""
+    return (stamp.astimezone(UTC) if stamp is not None else FAR_FUTURE, len(ident), ident)
+
+
+def _deleted_id(url: str | None) -> str | None:
+    """The id a history entry's `request.url` names: `Appointment/[id]`, possibly `…/_history/[vid]` or absolute."""
+    parts = (url or "").split("?", 1)[0].split("/")
+    for at, part in enumerate(parts[:-1]):
+        if part == "Appointment" and _is_id(parts[at + 1]):
+            return parts[at + 1]
+    return None
+
+
 class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
     """Any FHIR R4 server speaking IHE ITI Scheduling, or plain REST with Schedule and Slot."""
 
@@ -140,14 +210,18 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
     )
     settings_type: ClassVar[type[FhirSettings]] = FhirSettings
     credentials_type: ClassVar[type[FhirCredentials]] = FhirCredentials
-    # An idle poll is 2 searches (`_lastUpdated` on Patient and Appointment).
+    # An idle poll is 2 searches (`_lastUpdated` on Patient and Appointment), 3 where Appointment history is declared.
     default_poll_seconds: ClassVar[int] = 60
     # No FHIR server's budget is known in advance: 10/s with bursts of 50 stays well inside Medplum's documented
     # 6,000 requests per minute; operators override it per server with EGW_EMR_RATE_LIMITS.
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=10.0, burst=50),)
-    min_booking_calls: ClassVar[int] = 2  # IHE: Appointment search + $book; REST: Slot search + POST Appointment
+    # IHE: Appointment search + $book; REST with enforced Slots: Slot search + POST Appointment. REST without (the
+    # default, a generic server) is 4: the Slot search, the practitioner's appointments before, the POST, and after.
+    min_booking_calls: ClassVar[int] = 2
     patient_batch_size: ClassVar[int] = ID_BATCH  # `Patient?_id=a,b,c`
-    full_listing_complete: ClassVar[bool] = True  # `_lastUpdated=ge2000` lists every patient and appointment
+    # `_lastUpdated=ge2000` lists every live appointment, but a search never returns a deleted one: only a server
+    # declaring Appointment history lets the poll see deletions, and the class cannot promise that of every server.
+    full_listing_complete: ClassVar[bool] = False
     write_settings: ClassVar[dict[str, str]] = {
         "start": "the location's time_zone",
         "end": "service_minutes (FHIR has no service duration)",
@@ -237,10 +311,19 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
     def _appointment(self, appointment: wire.Appointment) -> Appointment:
         return mapping.appointment_of(appointment, self.context, self._by_code())
 
-    def _here(self, appointment: wire.Appointment) -> bool:
-        """At this Location, or at none named (a server that does not record one)."""
-        location = mapping.actor_id(appointment, "Location")
-        return location is None or location == self.location_id
+    async def _here(self, appointment: wire.Appointment) -> bool:
+        """At this Location: a Location participant names it. Without one (a server that records none), the
+        practitioner must have an active PractitionerRole at this Location, read once per instance; such an
+        appointment shows at every location where its practitioner works. Without PractitionerRole search, or
+        without a practitioner, it belongs to no location: a key for one location never reaches another's."""
+        locations = [p.actor.id for p in appointment.participant if p.actor is not None and p.actor.is_a("Location")]
+        if locations:
+            return self.location_id in locations
+        practitioner = mapping.actor_id(appointment, "Practitioner")
+        if practitioner is None:
+            return False
+        roles = await self._roles_here()
+        return roles is not None and any(r.practitioner and r.practitioner.id == practitioner for r in roles)
 
     async def _location_resource(self) -> wire.Location:
         if self._location is None:
@@ -264,7 +347,7 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
         if not _is_id(appointment_id):
             raise NotFound("FHIR ids are letters, digits, '-' and '.'")
         appointment, raw = await self.client.read_json(wire.Appointment, appointment_id)
-        if not self._here(appointment):
+        if not await self._here(appointment):
             raise NotFound("the FHIR server has no such appointment at this location")
         return appointment, raw
 
@@ -345,7 +428,7 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
         if declared.searches("Appointment", "location"):
             params = [*params, ("location", f"Location/{self.location_id}")]
         found = await self.client.search(wire.Appointment, [*params, ("_count", PAGE)])
-        return [a for a in found if self._here(a)]
+        return [a for a in found if await self._here(a)]
 
     async def list_appointments(self, query: AppointmentQuery) -> list[Appointment]:
         declared = await self._needs(Capability.LIST_APPOINTMENTS)
@@ -365,14 +448,18 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
         if query.start_to is not None:
             params.append(("date", f"lt{mapping.instant(self._utc(query.start_to))}"))
         found = await self._search_appointments(params)
-        mapped = [self._appointment(a) for a in found]
+        mapped = [self._appointment(a) for a in found if _timed(a)]
         if query.practitioner_id is not None:
             mapped = [a for a in mapped if a.practitioner_id == query.practitioner_id]
         return sorted(mapped, key=lambda a: (a.start, a.id))
 
     async def _landed(self, command: BookCommand, start: datetime) -> wire.Appointment | None:
         """The live appointment this booking made, if the server holds it (patient, practitioner, start; with the
-        operation's marker where one was sent, never another operation's)."""
+        operation's marker where one was sent, never another operation's). A server without Appointment search by
+        patient and date cannot be asked: the write's outcome is then unknown, never assumed absent."""
+        declared = await self.declared()
+        if not (declared.searches("Appointment", "patient") and declared.searches("Appointment", "date")):
+            raise Unsupported("this FHIR server declares no Appointment search by patient and date to look with")
         found = await self._search_appointments(
             [
                 ("patient", f"Patient/{command.patient_id}"),
@@ -427,7 +514,68 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
             return await self._landed(command, start)
 
         stored = await self._reconciled(write, landed, "booking", resend=False, operation_id=command.operation_id)
+        if declared.dialect is Dialect.REST and not self.settings.slots_enforced:
+            await self._settle_race(stored)
         return Written(stored=self._appointment(stored), asked=asked)
+
+    async def _around(self, practitioner_id: str, start: datetime, end: datetime) -> list[wire.Appointment] | None:
+        """The practitioner's appointments that may overlap [start, end), at any location (nobody is in two places),
+        or None when the server declares no Appointment search by practitioner and date (nothing to ask with)."""
+        declared = await self.declared()
+        if not (declared.searches("Appointment", "practitioner") and declared.searches("Appointment", "date")):
+            return None
+        return await self.client.search(
+            wire.Appointment,
+            [
+                ("practitioner", f"Practitioner/{practitioner_id}"),
+                ("date", f"ge{mapping.instant(start - CLASH_LOOKBACK)}"),
+                ("date", f"lt{mapping.instant(end)}"),
+                ("_count", PAGE),
+            ],
+        )
+
+    async def _refuse_clash(self, practitioner_id: str, start: datetime, end: datetime, own: str | None) -> None:
+        around = await self._around(practitioner_id, start, end)
+        if any(a.id != own and _overlaps(a, start, end) for a in around or []):
+            raise SlotUnavailable("the practitioner already has an appointment at that time")
+
+    async def _settle_race(self, mine: wire.Appointment) -> None:
+        """REST without enforced Slots: two bookings racing into one time both land, so a booking looks again once
+        written. Of overlapping live appointments the earlier-created (`_made`) keeps the time; a later one is
+        withdrawn (cancelled) and its caller told SlotUnavailable. A look that fails withdraws too: an unverifiable
+        race is not "no conflict"."""
+        practitioner_id = mapping.actor_id(mine, "Practitioner")
+        if practitioner_id is None or mine.start is None or mine.end is None:
+            return
+        try:
+            around = await self._around(practitioner_id, mine.start, mine.end)
+        except AdapterError:
+            await self._withdraw(mine)
+            raise Unavailable(
+                "the FHIR server could not confirm the time was still free after booking; the booking was withdrawn"
+            ) from None
+        rivals = [a for a in around or [] if a.id != mine.id and _overlaps(a, mine.start, mine.end)]
+        if any(_made(r) < _made(mine) for r in rivals):
+            await self._withdraw(mine)
+            raise SlotUnavailable("the time was taken at the same moment; the new booking was cancelled")
+
+    async def _withdraw(self, appointment: wire.Appointment) -> None:
+        """Cancel a booking its caller is never told of (a lost race): read as stored, PUT back cancelled."""
+        appointment_id = mapping.require_id(appointment, "Appointment")
+        try:
+            current, raw = await self.client.read_json(wire.Appointment, appointment_id)
+            body = dict(raw)
+            body["status"] = "cancelled"
+            reason = mapping.cancel_reason_concept(CancelReason.OTHER, WITHDRAWN)
+            body["cancelationReason"] = msgspec.to_builtins(reason)
+            _strip_meta(body)
+            await self._putter(current, body, SLOT_REFUSED)()
+        except (AdapterError, AmbiguousWrite):
+            raise OutcomeUnknown(
+                f"a double booking was detected and withdrawing the new appointment {appointment_id} failed; "
+                "it needs a person to look at it",
+                operation_id=str(uuid.uuid4()),
+            ) from None
 
     def _participants(self, command: BookCommand, status: str) -> list[wire.AppointmentParticipant]:
         return [
@@ -444,19 +592,7 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
         practitioner's appointments around that time (ITI-118): a clash is refused without a write. The server's
         own check at `$book` stays the authority (two racing bookings)."""
         service = await self._service(command.service_id)
-        declared = await self.declared()
-        if declared.searches("Appointment", "practitioner"):
-            around = await self.client.search(
-                wire.Appointment,
-                [
-                    ("practitioner", f"Practitioner/{command.practitioner_id}"),
-                    ("date", f"ge{mapping.instant(start - CLASH_LOOKBACK)}"),
-                    ("date", f"lt{mapping.instant(end)}"),
-                    ("_count", PAGE),
-                ],
-            )
-            if any(_overlaps(a, start, end) for a in around):
-                raise SlotUnavailable("the practitioner already has an appointment at that time")
+        await self._refuse_clash(command.practitioner_id, start, end, None)
         coding = mapping.service_code(service)
         return wire.Appointment(
             status="pending",
@@ -520,7 +656,8 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
         self, command: BookCommand, start: datetime, end: datetime, notes: str | None
     ) -> wire.Appointment:
         """The Slots that hold [start, end) free in the practitioner's Schedule here, and the booked Appointment
-        that fills them."""
+        that fills them. Without enforced Slots (a server that never marks one busy), the practitioner's
+        appointments at that time are read too: a clash is refused unwritten."""
         service = await self._service(command.service_id)
         schedule = await self._schedule(command.practitioner_id)
         if schedule is None:
@@ -529,6 +666,8 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
         covering = _covering(slots, start, end)
         if covering is None:
             raise SlotUnavailable("the practitioner's schedule has no free slots for that time")
+        if not self.settings.slots_enforced:
+            await self._refuse_clash(command.practitioner_id, start, end, None)
         coding = mapping.service_code(service)
         return wire.Appointment(
             status="booked",
@@ -569,11 +708,18 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
             ("start", f"lt{mapping.instant(hi)}"),
             ("_count", SLOT_PAGE),
         ]
-        if free_only:
-            params.append(("status", "free"))
-        return await self.client.search(wire.Slot, params)
+        if free_only and (await self.declared()).searches("Slot", "status"):
+            params.append(("status", "free"))  # an optimisation only: callers keep free Slots themselves
+        found = await self.client.search(wire.Slot, params)
+        return [s for s in found if s.status == "free"] if free_only else found
 
     async def _reschedule(self, command: RescheduleCommand) -> Written:
+        try:
+            return await self._move(command)
+        except _Stale:  # changed on the server between our read and our PUT: read again, and apply if still live
+            return await self._move(command)
+
+    async def _move(self, command: RescheduleCommand) -> Written:
         declared = await self._needs(Capability.RESCHEDULE)
         current, raw = await self._fetch(command.appointment_id)
         previous = self._appointment(current)
@@ -608,7 +754,7 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
         write: Callable[[], Awaitable[wire.Appointment]]
         if declared.dialect is Dialect.IHE:
             body["status"] = "booked"  # ITI-117: a modification is status booked
-            body.setdefault("requestedPeriod", [{"start": mapping.instant(start), "end": mapping.instant(end)}])
+            body["requestedPeriod"] = [{"start": mapping.instant(start), "end": mapping.instant(end)}]
             encoded = msgspec.json.encode(body)
 
             async def write() -> wire.Appointment:
@@ -630,18 +776,60 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
             return seen if applied else None
 
         updated = await self._reconciled(write, landed, "reschedule", resend=True)
+        if declared.dialect is Dialect.IHE:
+            updated = await self._own_answer(current, updated, "reschedule")
         return Written(stored=self._appointment(updated), asked=asked, previous=previous)
+
+    async def _own_answer(self, current: wire.Appointment, answer: wire.Appointment, what: str) -> wire.Appointment:
+        """A `$book` change must answer the appointment it changed. Another id means the server booked the
+        `appointment-resource` as a new appointment: that one is cancelled again and the caller told so."""
+        if answer.id == current.id:
+            return answer
+        stray = mapping.require_id(answer, "Appointment", "$.entry[0].resource.id")
+        body = msgspec.to_builtins(msgspec.structs.replace(answer, meta=None, status="cancelled"))
+        body["cancelationReason"] = msgspec.to_builtins(
+            mapping.cancel_reason_concept(CancelReason.OTHER, "made in error by $book: the gateway asked a change")
+        )
+        if answer.start is not None and answer.end is not None and not body.get("requestedPeriod"):
+            body["requestedPeriod"] = [{"start": mapping.instant(answer.start), "end": mapping.instant(answer.end)}]
+        try:
+            undone = await self._book_op(msgspec.json.encode(body), "the server refused the cancellation")
+        except (AdapterError, AmbiguousWrite):
+            undone = None
+        if undone is None or undone.id != stray or undone.status not in ENDED:
+            raise OutcomeUnknown(
+                f"the FHIR server's $book made a new appointment {stray} instead of the {what} of {current.id}, and "
+                "cancelling it failed: a person needs to look at both",
+                operation_id=str(uuid.uuid4()),
+            )
+        raise Rejected(
+            f"the FHIR server's $book made a new appointment instead of the {what} of {current.id} (it does not "
+            f"change appointments through $book); the new one ({stray}) was cancelled again"
+        )
 
     def _putter(
         self, current: wire.Appointment, body: Json, conflict: str
     ) -> Callable[[], Awaitable[wire.Appointment]]:
+        """A full-replace PUT of `body`, conditional on the version read (`If-Match`) when the read showed one: a
+        change the clinic made since (a staff cancel) is answered 412 (`_Stale`), never overwritten."""
         path = f"Appointment/{current.id}"
         encoded = msgspec.json.encode(body)
+        version = current.meta.versionId if current.meta is not None else None
+        if_match = f'W/"{version}"' if version else None
 
         async def put() -> wire.Appointment:
             try:
-                response = await self.client.write("PUT", path, encoded, content_type="application/fhir+json")
-            except Conflict:
+                response = await self.client.write(
+                    "PUT", path, encoded, content_type="application/fhir+json", if_match=if_match
+                )
+            except Conflict as exc:
+                if exc.emr_status == 412:
+                    raise _Stale(
+                        "the appointment changed on the FHIR server while it was being written; nothing was "
+                        "overwritten",
+                        emr_status=412,
+                        emr_message=exc.emr_message,
+                    ) from None
                 raise SlotUnavailable(conflict) from None
             return await self.client.written(response, wire.Appointment)
 
@@ -679,9 +867,17 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
             inside_own = own and previous.start <= slot.start and slot.end <= previous.end
             if slot.status != "free" and not inside_own:
                 raise SlotUnavailable("the practitioner is not free at the new time")
+        if not self.settings.slots_enforced:
+            await self._refuse_clash(practitioner_id, start, end, previous.id)
         return [{"reference": f"Slot/{mapping.require_id(s, 'Slot')}"} for s in slots]
 
     async def cancel(self, command: CancelCommand) -> Appointment:
+        try:
+            return await self._cancel(command)
+        except _Stale:  # changed on the server between our read and our PUT: cancelled meanwhile is done
+            return await self._cancel(command)
+
+    async def _cancel(self, command: CancelCommand) -> Appointment:
         declared = await self._needs(Capability.CANCEL)
         current, raw = await self._fetch(command.appointment_id)
         if command.patient_id is not None and mapping.actor_id(current, "Patient") != command.patient_id:
@@ -709,7 +905,15 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
             seen, _ = await self._fetch(current.id or command.appointment_id)
             return seen if seen.status in ENDED else None
 
-        return self._appointment(await self._reconciled(write, landed, "cancellation", resend=True))
+        stored = await self._reconciled(write, landed, "cancellation", resend=True)
+        if declared.dialect is Dialect.IHE:
+            stored = await self._own_answer(current, stored, "cancellation")
+        if stored.status not in ENDED:
+            raise Rejected(
+                f"the FHIR server accepted the cancellation but still shows the appointment as {stored.status!r}: "
+                "it was not cancelled"
+            )
+        return self._appointment(stored)
 
     # ------------------------------------------------------------------------------------------------ availability
 
@@ -752,6 +956,9 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
                 return []
             slots = await self._slots(schedule, lo - SLOT_LOOKBACK, hi + length, free_only=True)
             starts = [s.start.astimezone(UTC) for s in slots if _covering(slots, s.start, s.start + length)]
+            if not self.settings.slots_enforced:  # free Slots say nothing of bookings: leave booked times out
+                around = await self._around(query.practitioner_id, lo, hi + length) or []
+                starts = [s for s in starts if not any(_overlaps(a, s, s + length) for a in around)]
         found = sorted({s for s in starts if lo <= s < hi})
         if first_only:
             found = found[:1]
@@ -844,32 +1051,116 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
     # ------------------------------------------------------------------------------------------------ change feed
 
     async def changes_since(self, cursor: str | None) -> ChangeSet:
-        """Patients (account-wide) and this location's appointments with `_lastUpdated` at or after the cursor.
+        """Patients (account-wide) and this location's appointments with `_lastUpdated` at or after the cursor, and
+        (where the server declares Appointment history) the appointments deleted since, reported as cancelled.
 
         No cursor: the feed starts now. `ge` re-reads records stamped exactly at the cursor (the caller compares
-        snapshots); the next cursor is held back a little (`adapters.stamps.settled_cursor`)."""
-        await self._needs(Capability.CHANGES_SINCE)
+        snapshots); the next cursor is held back a little (`adapters.stamps.settled_cursor`). Pages are walked by
+        stamp (`_walk`). An appointment without times is left out (`_timed`)."""
+        declared = await self._needs(Capability.CHANGES_SINCE)
         if cursor is None:
             return ChangeSet(patients=[], appointments=[], cursor=mapping.instant(datetime.now(UTC)))
         try:
             since = parse_time(cursor)
         except ValueError:
             raise Rejected("the change cursor is not an RFC 3339 time") from None
-        stamp = mapping.instant(since)
         started = datetime.now(UTC)
-        params: Params = [("_lastUpdated", f"ge{stamp}"), ("_sort", "_lastUpdated")]
-        patients = await self.client.search(wire.Patient, [*params, ("_count", PAGE)])
-        appointments = await self._search_appointments(list(params))
-        stamps = [_updated(r) for r in [*patients, *appointments] if _updated(r) is not None]
+        patients = await self._walk(wire.Patient, since, [])
+        here = [("location", f"Location/{self.location_id}")] if declared.searches("Appointment", "location") else []
+        appointments = [a for a in await self._walk(wire.Appointment, since, here) if await self._here(a)]
         region = self._zone_region()
         latest_patients = {mapping.require_id(p, "Patient"): p for p in sorted(patients, key=_sort_key)}
         latest_appointments = {mapping.require_id(a, "Appointment"): a for a in sorted(appointments, key=_sort_key)}
-        latest = max((s for s in stamps if s is not None), default=None)
+        stamps = [s for s in (_updated(r) for r in [*patients, *appointments]) if s is not None]
+        reported = [self._appointment(a) for a in latest_appointments.values() if _timed(a)]
+        if cursor != FULL_LISTING:  # a full listing wants what exists; history since 2000 would be every version
+            deleted, when = await self._deleted_since(declared, since, set(latest_appointments))
+            reported += deleted
+            stamps += when
+        latest = max(stamps, default=None)
         return ChangeSet(
             patients=[mapping.patient_of(p, region) for p in latest_patients.values()],
-            appointments=[self._appointment(a) for a in latest_appointments.values()],
-            cursor=mapping.instant(settled_cursor(latest, since, started)) if latest else stamp,
+            appointments=reported,
+            cursor=mapping.instant(settled_cursor(latest, since, started)) if latest else mapping.instant(since),
         )
+
+    async def _walk(self, type_: type[R], since: datetime, extra: list[tuple[str, str]]) -> list[R]:
+        """Every record stamped at or after `since`, walked by stamp: after each page the next is asked afresh with
+        `_lastUpdated=ge<the last stamp read>` instead of following the offset link, so a record updated mid-walk
+        (it moves to the end) cannot shift one never read onto a page already read. Boundary records are read twice
+        and kept once (by id and version). `_sort=_lastUpdated` is a result parameter, which an R4
+        CapabilityStatement has no place to declare: a page that comes back out of stamp order (a server that
+        ignored it), or a page of one stamp, is followed by its `next` link instead."""
+        found: dict[tuple[str, str], R] = {}
+        at = since
+
+        async def ask(moment: datetime) -> wire.Bundle:
+            params = [("_lastUpdated", f"ge{mapping.instant(moment)}"), ("_sort", "_lastUpdated"), *extra]
+            return await self.client.bundle(resource_type(type_), [*params, ("_count", FEED_PAGE)])
+
+        page: wire.Bundle | None = await ask(at)
+        for _ in range(MAX_PAGES):
+            if page is None:
+                return list(found.values())
+            rows = resources_of(page, type_, emr=EMR_NAME)
+            for row in rows:
+                version = row.meta.versionId if row.meta is not None else None
+                key = (mapping.require_id(row, resource_type(type_)), version or str(_updated(row)))
+                found[key] = row
+            if page.next_url() is None:
+                return list(found.values())
+            stamps = [s for s in (_updated(r) for r in rows) if s is not None]
+            ordered = bool(stamps) and len(stamps) == len(rows) and stamps == sorted(stamps)
+            last = stamps[-1] if ordered else None
+            if last is not None and last > at:
+                at = last
+                page = await ask(at)
+            else:
+                page = await self.client.next_page(page)
+        raise Unavailable(f"{EMR_NAME} kept returning more pages than any real change feed has")
+
+    async def _deleted_since(
+        self, declared: Declared, since: datetime, live: set[str]
+    ) -> tuple[list[Appointment], list[datetime]]:
+        """Appointments deleted at or after `since` (type history: entries whose `request` is a DELETE), each
+        reported as cancelled from its last version (instance history), and the deletions' instants. A search never
+        returns a deleted resource, so without this a deleted appointment would stay booked in the gateway's facts;
+        a server that declares no `history-type` and `history-instance` on Appointment is not asked (1 request a
+        poll where it is, plus 1 per deletion)."""
+        if not (declared.can("Appointment", "history-type") and declared.can("Appointment", "history-instance")):
+            return [], []
+        gone: dict[str, datetime | None] = {}
+        page: wire.Bundle | None = await self.client.bundle(
+            "Appointment/_history", [("_since", mapping.instant(since)), ("_count", FEED_PAGE)]
+        )
+        for _ in range(MAX_PAGES):
+            if page is None:
+                break
+            for entry in page.entry:
+                request = entry.request
+                if request is None or (request.method or "").upper() != "DELETE":
+                    continue
+                deleted = _deleted_id(request.url) or _deleted_id(entry.fullUrl)
+                if deleted is None or deleted in live:
+                    continue
+                when = _instant_text(entry.response.lastModified if entry.response is not None else None)
+                earlier = gone.get(deleted)
+                if deleted not in gone or (when is not None and (earlier is None or when > earlier)):
+                    gone[deleted] = when  # deleted twice (restored between): the later deletion
+            page = await self.client.next_page(page)
+        reported: list[Appointment] = []
+        for appointment_id, when in sorted(gone.items()):
+            history = await self.client.bundle(f"Appointment/{appointment_id}/_history", [("_count", "10")])
+            versions = [a for a in resources_of(history, wire.Appointment, emr=EMR_NAME) if a.id == appointment_id]
+            if not versions:
+                continue
+            last = max(versions, key=_sort_key)
+            if not _timed(last) or not await self._here(last):
+                continue
+            stamp = when or _updated(last)
+            meta = wire.Meta(versionId=None, lastUpdated=stamp)
+            reported.append(self._appointment(msgspec.structs.replace(last, status="cancelled", meta=meta)))
+        return reported, [w for w in gone.values() if w is not None]
 
     # ------------------------------------------------------------------------------------------------ verify
 
@@ -942,3 +1233,13 @@ def _updated(resource: wire.Resource) -> datetime | None:
 
 def _sort_key(resource: wire.Resource) -> datetime:
     return _updated(resource) or datetime.min.replace(tzinfo=UTC)
+
+
+def _instant_text(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo is not None else None

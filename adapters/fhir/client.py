@@ -187,7 +187,8 @@ class FhirClient:
         self.tokens = tokens
         if isinstance(auth, ClientCredentials):
             secret = hashlib.sha256(auth.client_secret.encode()).hexdigest()[:16]
-            self.key = f"{auth.token_url}|{auth.client_id}|{secret}"
+            # The scope is part of the key: a token minted for one scope is not another scope's token.
+            self.key = f"{auth.token_url}|{auth.client_id}|{secret}|{auth.scope or ''}"
         else:
             self.key = ""
         origin = urlsplit(self.base_url)
@@ -334,10 +335,17 @@ class FhirClient:
     # ------------------------------------------------------------------------------------------------ writes
 
     async def write(
-        self, method: str, path: str, body: wire.Resource | bytes | None, *, content_type: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: wire.Resource | bytes | None,
+        *,
+        content_type: str | None = None,
+        if_match: str | None = None,
     ) -> httpx.Response:
         """Send a write once (twice only after a 401, which applied nothing). Unsent -> Unavailable; sent but
-        unanswered -> AmbiguousWrite; non-2xx -> the mapped error."""
+        unanswered -> AmbiguousWrite; non-2xx -> the mapped error. `if_match` (an ETag, `W/"3"`) makes the server
+        refuse with 412 (`Conflict`) if the resource has another version by now."""
         content = body if isinstance(body, bytes) or body is None else msgspec.json.encode(body)
         for attempt in range(2):
             token = await self.token()
@@ -346,6 +354,8 @@ class FhirClient:
                 "Content-Type": content_type or self.post_content_type,
                 "Prefer": "return=representation",
             }
+            if if_match is not None:
+                headers["If-Match"] = if_match
             try:
                 response = await self.http.request(method, self.url(path), content=content, headers=headers)
             except httpx.TransportError as exc:
@@ -385,11 +395,11 @@ class FhirClient:
         response = await self.write("POST", resource_type(type(resource)), resource)
         return await self.written(response, type(resource))
 
-    async def update(self, resource: T) -> T:
-        """A full-replace `PUT [base]/Type/id`."""
+    async def update(self, resource: T, *, if_match: str | None = None) -> T:
+        """A full-replace `PUT [base]/Type/id` (with `If-Match` when given: see `write`)."""
         assert resource.id is not None
         response = await self.write(
-            "PUT", f"{resource_type(type(resource))}/{resource.id}", resource, content_type=FHIR_JSON
+            "PUT", f"{resource_type(type(resource))}/{resource.id}", resource, content_type=FHIR_JSON, if_match=if_match
         )
         return await self.written(response, type(resource))
 

@@ -34,9 +34,13 @@ class Declared(msgspec.Struct, frozen=True, kw_only=True):
     capabilities: frozenset[Capability]
     searchable: frozenset[str]  # "Type.param" pairs the server declares
     readable: frozenset[str]  # resource types with a `read` interaction
+    interactions: frozenset[str] = frozenset()  # "Type.code" pairs: `Appointment.history-type`, …
 
     def searches(self, resource_type: str, param: str) -> bool:
         return f"{resource_type}.{param}" in self.searchable
+
+    def can(self, resource_type: str, interaction: str) -> bool:
+        return f"{resource_type}.{interaction}" in self.interactions
 
 
 def _searchable(statement: wire.CapabilityStatement) -> frozenset[str]:
@@ -46,9 +50,13 @@ def _searchable(statement: wire.CapabilityStatement) -> frozenset[str]:
     return frozenset(f"{r.type}.{p.name}" for r in server.resource for p in r.searchParam)
 
 
-def declare(statement: wire.CapabilityStatement, forced: str = "auto", *, slots_enforced: bool = True) -> Declared:
+def declare(statement: wire.CapabilityStatement, forced: str = "auto", *, slots_enforced: bool = False) -> Declared:
     """The dialect (IHE when Appointment declares both `$find` and `$book`, unless the settings force one) and the
-    capabilities the server's declared interactions, operations and search parameters allow."""
+    capabilities the server's declared interactions, operations and search parameters allow.
+
+    REST refuses a double booking when the server enforces Slots (`slots_enforced`), or else when Appointment is
+    searchable by practitioner and date (the adapter checks before and after each booking); neither, and
+    REJECTS_DOUBLE_BOOKING is not declared."""
     s = statement
     ihe_ops = s.operation("Appointment", "find") and s.operation("Appointment", "book")
     dialect = Dialect(forced) if forced != "auto" else (Dialect.IHE if ihe_ops else Dialect.REST)
@@ -78,7 +86,7 @@ def declare(statement: wire.CapabilityStatement, forced: str = "auto", *, slots_
             caps |= {Capability.AVAILABILITY, Capability.NEXT_AVAILABILITY}
         if slots and s.can("Appointment", "create"):
             caps |= {Capability.BOOK, Capability.CUSTOM_DURATION}
-            if slots_enforced:
+            if slots_enforced or searches("Appointment", "practitioner", "date"):
                 caps.add(Capability.REJECTS_DOUBLE_BOOKING)
         if s.can("Appointment", "update") and s.can("Appointment", "read"):
             caps.add(Capability.CANCEL)
@@ -102,7 +110,16 @@ def declare(statement: wire.CapabilityStatement, forced: str = "auto", *, slots_
         if server
         else frozenset()
     )
-    return Declared(dialect=dialect, capabilities=frozenset(caps), searchable=_searchable(s), readable=readable)
+    interactions = (
+        frozenset(f"{r.type}.{i.code}" for r in server.resource for i in r.interaction) if server else frozenset()
+    )
+    return Declared(
+        dialect=dialect,
+        capabilities=frozenset(caps),
+        searchable=_searchable(s),
+        readable=readable,
+        interactions=interactions,
+    )
 
 
 class StatementCache:

@@ -11,6 +11,21 @@ Dialects (constructor `dialect`):
   the IG's server CapabilityStatement lists only `read` and `search-type`. Schedule and Slot are not exposed.
 - "rest": no operations; Schedule and Slot are searchable, and Appointment is created (`POST`) and updated (`PUT`).
 
+Switches that model real servers (constructor):
+- `slots_enforced` ("rest", default True): a scheduling server keeping `Slot.status` and refusing an Appointment
+  into a busy Slot. False is a plain R4 store (HAPI): every Slot stays `free` and any Appointment is stored, so two
+  bookings of one time both land. `location_config` states it as the `fhir` setting of the same name.
+- `book_changes` ("ihe", default "ig"): how `$book` treats an `appointment-resource` naming an existing appointment:
+  as the IG says, as a new booking whatever its id ("as-new"), or as a modification that stays booked whatever
+  status it asks for ("ignore-status").
+- `history` (default: "rest" yes, "ihe" no, as the IG's server statement lists only read and search): Appointment
+  declares `history-type` and `history-instance`, and `[type]/_history` / `[type]/[id]/_history` answer (below).
+- `undeclared`: "Type.param" search parameters left out of the CapabilityStatement and then ignored like any
+  unknown parameter (a 400 under `Prefer: handling=strict`).
+What the clinic does in its own screens (not FHIR; Python methods): `set_status`, `store` (any record as given: an
+appointment without times or without a Location), `edit`, `delete`; and test hooks (`on_request`) that run one of
+them just before or after a given request (a staff cancel between the adapter's read and its PUT).
+
 What both serve under `/fhir/R4` (Medplum's base path): `metadata` (public), read, vread of the current version,
 search by GET and by `POST [type]/_search`, and create/update where the dialect declares them, for Organization,
 Location, Practitioner, PractitionerRole, HealthcareService, Patient and Appointment (plus Schedule, Slot in "rest").
@@ -24,6 +39,11 @@ Documented behaviour it reproduces:
   zone. Strings match case- and accent-insensitively at the start (`:exact`, `:contains` as specified).
 - Writes answer the stored resource (201 + `Location` on create) unless `Prefer: return=minimal`; `meta.versionId`
   and `meta.lastUpdated` move on every change; `If-Match` on `PUT` is honoured (412 on another version).
+- `_lastUpdated` compares the stamp as an instant (`ge` includes a record stamped at that very instant).
+- Deleted records (http.html#delete): a read answers 410 `deleted`, searches leave them out, vread of an earlier
+  version still answers; history (http.html#history) is newest first, each version with `request` (POST, PUT) and
+  `response` (etag, lastModified), a delete as an entry without a resource and `request` `DELETE [type]/[id]`;
+  `_since` (an instant), `_count` and `_offset` apply.
 - Errors are OperationOutcomes: 400 for an unreadable or invalid body (`structure`, `invalid`, `required`), 404
   `not-found` for an unknown id, 404 `not-supported` for an unknown type, 405 for an interaction not declared, 406 /
   415 for formats other than JSON, 401 `login` without a valid bearer token, 429 `throttled` with `Retry-After`.
@@ -39,10 +59,10 @@ Documented behaviour it reproduces:
   OperationOutcome (as the IG says).
 - Double bookings: `$book` and `$hold` check the practitioner's calendar. Opening hours and the planning horizon
   shape what `$find` proposes (and the Slots of "rest"); `$book` takes any future time at which the practitioner
-  is free and works at the location, as a clinic's own screens do. In "rest", Slots are the
-  practitioner's free/busy time in `slot_step_minutes` steps; an Appointment that references a Slot that is not free
-  is refused (a scheduling server keeping Slot.status right; the core spec lets a slot be overbooked, a server may
-  refuse).
+  is free and works at the location, as a clinic's own screens do. In "rest", Slots are the practitioner's
+  free/busy time in `slot_step_minutes` steps; with `slots_enforced` (the default) an Appointment that references a
+  Slot that is not free is refused (a scheduling server keeping Slot.status right; the core spec lets a slot be
+  overbooked, a server may refuse).
 
 Choices where the documents are silent (UNCONFIRMED against any live server):
 - A taken slot is HTTP 409 with an OperationOutcome `error` / `conflict` (Medplum's `$book` answers `conflict()`);
@@ -151,6 +171,10 @@ PARTICIPANT_STATUSES = frozenset({"accepted", "declined", "tentative", "needs-ac
 TELECOM_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 
 Dialect = Literal["ihe", "rest"]
+# How `$book` treats an `appointment-resource` that names an existing appointment: as the IG says ("ig"), as a new
+# booking whatever its id ("as-new": a server implementing only new bookings and cancellations), or as a
+# modification that keeps the appointment booked whatever status it asks for ("ignore-status").
+BookChanges = Literal["ig", "as-new", "ignore-status"]
 Json = dict[str, Any]
 
 
@@ -270,6 +294,18 @@ class Proposal:
     service_id: str | None
     start: datetime.datetime
     end: datetime.datetime
+
+
+@dataclass
+class Hook:
+    """A test hook (not FHIR): `action` runs once, before (or `after`) the first request `matches` accepts, inside
+    the server, as something the clinic does in its own screens at that moment (a cancel between a read and a
+    write, an edit between two pages of a search). `matches` gets the method, the path under the base and the
+    query pairs."""
+
+    matches: Callable[[str, str, list[tuple[str, str]]], bool]
+    action: Callable[[], None]
+    after: bool = False
 
 
 @dataclass
@@ -431,6 +467,10 @@ class FhirEmulator(Emulator):
         token_lifetime: int = 3600,
         patient_create: bool = True,
         last_updated_search: bool = True,
+        slots_enforced: bool = True,
+        book_changes: BookChanges = "ig",
+        history: bool | None = None,
+        undeclared: Iterable[str] = (),
         hold_minutes: int = 10,
         horizon_days: int = 56,
         rate_limit_per_minute: int = 6000,
@@ -448,6 +488,10 @@ class FhirEmulator(Emulator):
         self.token_lifetime = token_lifetime
         self.patient_create = patient_create
         self.last_updated_search = last_updated_search
+        self.slots_enforced = slots_enforced
+        self.book_changes: BookChanges = book_changes
+        self.history = dialect == "rest" if history is None else history
+        self.undeclared = frozenset(undeclared)
         self.hold_minutes = hold_minutes
         self.horizon_days = horizon_days
         self.clock = clock
@@ -460,6 +504,9 @@ class FhirEmulator(Emulator):
         self.token_requests = 0
         self._lock = threading.RLock()
         self.db: dict[str, dict[str, Stored]] = {t: {} for t in SEARCH}
+        # Deleted resources: the last live version (history kept), the delete's version and its instant.
+        self.deleted: dict[str, dict[str, tuple[Stored, int, datetime.datetime]]] = {t: {} for t in SEARCH}
+        self.hooks: list[Hook] = []
         self.durations: dict[str, int] = {}  # HealthcareService id -> minutes (the server's own business rule)
         self.holds: dict[str, datetime.datetime] = {}  # held Appointment id -> expiry
         self.proposals: collections.OrderedDict[str, Proposal] = collections.OrderedDict()
@@ -599,11 +646,13 @@ class FhirEmulator(Emulator):
     def location_config(self, base_url: str, business_index: int = 0) -> tuple[bytes, bytes]:
         """IHE: client credentials; REST: a static bearer token (so the suite drives both kinds of auth)."""
         root = base_url.rstrip("/")
-        settings = {
+        settings: Json = {
             "base_url": root + BASE,
             "location_id": self.location_ids[business_index],
             "service_minutes": self.service_minutes(),
         }
+        if self.dialect == "rest":
+            settings["slots_enforced"] = self.slots_enforced
         if self.dialect == "ihe":
             credentials: Json = {
                 "token_url": root + TOKEN_PATH,
@@ -721,7 +770,8 @@ class FhirEmulator(Emulator):
             found.append({"name": "_id", "type": "token"})
             if self.last_updated_search:
                 found.append({"name": "_lastUpdated", "type": "date"})
-            return found + [{"name": n, "type": t} for n, t in extra]
+            found += [{"name": n, "type": t} for n, t in extra]
+            return [p for p in found if f"{resource_type}.{p['name']}" not in self.undeclared]
 
         directory = ["Organization", "Location", "Practitioner", "PractitionerRole", "HealthcareService"]
         resources: list[Json] = [
@@ -733,12 +783,13 @@ class FhirEmulator(Emulator):
             {"type": "Patient", "interaction": interactions(*patient_codes), "searchParam": params("Patient")}
         )
         appointment: Json = {"type": "Appointment", "searchParam": params("Appointment")}
+        history = ["history-instance", "history-type"] if self.history else []
         if self.dialect == "ihe":
             appointment["profile"] = IHE_APPOINTMENT
-            appointment["interaction"] = interactions("read", "vread", "search-type")
+            appointment["interaction"] = interactions("read", "vread", "search-type", *history)
             appointment["operation"] = [{"name": name, "definition": url} for name, url in OPERATIONS.items()]
         else:
-            appointment["interaction"] = interactions("read", "vread", "search-type", "create", "update")
+            appointment["interaction"] = interactions("read", "vread", "search-type", "create", "update", *history)
             for t in ("Schedule", "Slot"):
                 resources.append(
                     {"type": t, "interaction": interactions("read", "search-type"), "searchParam": params(t)}
@@ -787,6 +838,8 @@ class FhirEmulator(Emulator):
         if resource_type == "Patient":
             return interaction != "create" or self.patient_create
         if resource_type == "Appointment":
+            if interaction in ("history-instance", "history-type"):
+                return self.history
             return self.dialect == "rest" or interaction in ("read", "vread", "search-type")
         return interaction in ("read", "vread", "search-type")
 
@@ -883,6 +936,7 @@ class FhirEmulator(Emulator):
             if name in RESULT_PARAMS:
                 continue
             recognised = name == "_id" or (name == "_lastUpdated" and self.last_updated_search) or name in known
+            recognised = recognised and f"{resource_type}.{name}" not in self.undeclared
             if not recognised:
                 if strict:
                     raise invalid(f"Unknown search parameter {name}", code="not-supported")
@@ -909,8 +963,9 @@ class FhirEmulator(Emulator):
         resource = stored.resource
         if name == "_id":
             return resource["id"] in value.split(",")
-        if name == "_lastUpdated":
-            return any(self._date_match(v, stored.last_updated, stored.last_updated) for v in value.split(","))
+        if name == "_lastUpdated":  # an instant's range is the instant itself (as `date` below): `ge` includes it
+            stamp = stored.last_updated
+            return any(self._date_match(v, stamp, stamp + datetime.timedelta(microseconds=1)) for v in value.split(","))
         param = SEARCH[resource_type][name]
         found = param.extract(resource)
         if modifier == "missing":
@@ -1029,7 +1084,8 @@ class FhirEmulator(Emulator):
         schedule = self.db["Schedule"][schedule_id].resource
         practitioner_id, _ = self._schedule_parts(schedule)
         end = start + datetime.timedelta(minutes=self.seed.slot_step_minutes)
-        busy = self._busy(practitioner_id, start, end, None)
+        # A plain server (slots_enforced False, as HAPI) never marks a Slot busy: only a scheduling server does.
+        busy = self.slots_enforced and self._busy(practitioner_id, start, end, None)
         resource = {
             "resourceType": "Slot",
             "id": f"{schedule_id}.{start.strftime('%Y%m%d%H%M')}",
@@ -1247,11 +1303,13 @@ class FhirEmulator(Emulator):
             body, start, end = self._appointment_body(body)
             if "id" in body:
                 body = {k: v for k, v in body.items() if k != "id"}  # the server assigns ids on create
+            body = {**body, "created": utc_text(self._now())}
+            if "start" not in body:  # proposed or cancelled without times (app-3): nothing to check or store
+                return self._put("Appointment", body)
             self._check_slots(body, start, end, None)
             if (fault := self.faults.misstore("POST", f"{BASE}/Appointment")) is not None:
                 start, end = fault.misstored(start, end)
-            body = {**body, "start": utc_text(start), "end": utc_text(end), "created": utc_text(self._now())}
-            return self._put("Appointment", body)
+            return self._put("Appointment", {**body, "start": utc_text(start), "end": utc_text(end)})
 
     def update(self, resource_type: str, resource_id: str, body: Json, if_match: str | None) -> Stored:
         with self._lock:
@@ -1266,8 +1324,12 @@ class FhirEmulator(Emulator):
                 return self._put("Patient", self._patient_body(body), resource_id)
             body, start, end = self._appointment_body(body)
             old = existing.resource
-            old_start = datetime.datetime.fromisoformat(old["start"].replace("Z", "+00:00"))
-            old_end = datetime.datetime.fromisoformat(old["end"].replace("Z", "+00:00"))
+            if "created" in old:
+                body = {**body, "created": old["created"]}
+            if "start" not in body:
+                return self._put("Appointment", body, resource_id)
+            never = [datetime.datetime.min.replace(tzinfo=UTC)]
+            old_start, old_end = ((_instant_of(name)(old) or never)[0] for name in ("start", "end"))
             moved = (start, end) != (old_start, old_end) or _actors("Practitioner")(body) != _actors("Practitioner")(
                 old
             )
@@ -1275,10 +1337,7 @@ class FhirEmulator(Emulator):
                 self._check_slots(body, start, end, resource_id)
             if moved and (fault := self.faults.misstore("PUT", f"{BASE}/Appointment/{resource_id}")) is not None:
                 start, end = fault.misstored(start, end)
-            body = {**body, "start": utc_text(start), "end": utc_text(end)}
-            if "created" in old:
-                body["created"] = old["created"]
-            return self._put("Appointment", body, resource_id)
+            return self._put("Appointment", {**body, "start": utc_text(start), "end": utc_text(end)}, resource_id)
 
     def _check_slots(self, body: Json, start: datetime.datetime, end: datetime.datetime, exclude: str | None) -> None:
         """Every referenced Slot must exist and be free (besides this appointment) for the practitioner booked."""
@@ -1299,7 +1358,7 @@ class FhirEmulator(Emulator):
                 )
             s_start = datetime.datetime.fromisoformat(stored.resource["start"].replace("Z", "+00:00"))
             s_end = datetime.datetime.fromisoformat(stored.resource["end"].replace("Z", "+00:00"))
-            if s_start < self._now() or self._busy(owner, s_start, s_end, exclude):
+            if s_start < self._now() or (self.slots_enforced and self._busy(owner, s_start, s_end, exclude)):
                 raise taken()
 
     # ------------------------------------------------------------------ IHE operations
@@ -1534,8 +1593,13 @@ class FhirEmulator(Emulator):
             match resource["status"]:
                 case "pending":
                     return self._book_new(base, resource, start, end)
+                case "booked" if self.book_changes == "as-new":
+                    return self._book_new(base, {k: v for k, v in resource.items() if k != "id"}, start, end)
                 case "booked":
                     return self._book_change(base, resource, start, end)
+                case "cancelled" if self.book_changes == "ignore-status" and "start" in resource:
+                    kept = {k: v for k, v in resource.items() if k != "cancelationReason"}
+                    return self._book_change(base, {**kept, "status": "booked"}, start, end)
                 case "cancelled":
                     return self._book_cancel(base, resource)
             raise invalid(
@@ -1651,6 +1715,132 @@ class FhirEmulator(Emulator):
                 raise invalid("not an AppointmentStatus", "status", "code-invalid")
             self._put("Appointment", {**stored.resource, "status": status}, appointment_id)
 
+    def store(self, resource_type: str, resource: Json) -> str:
+        """A record the clinic keeps in its own screens, stored as given under a new id (an appointment on the
+        waitlist without times, a practitioner, one with no Location): the id."""
+        with self._lock:
+            body = dict(resource)
+            if resource_type == "Appointment":
+                body.setdefault("created", utc_text(self._now()))
+            return str(self._put(resource_type, body).resource["id"])
+
+    def edit(self, resource_type: str, resource_id: str, changes: Json) -> None:
+        """The clinic editing a record in its own screens: a new version with `changes` merged in."""
+        with self._lock:
+            stored = self.db[resource_type].get(resource_id)
+            if stored is None:
+                raise not_found(resource_type, resource_id)
+            self._put(resource_type, {**stored.resource, **changes}, resource_id)
+
+    def delete(self, resource_type: str, resource_id: str) -> None:
+        """The clinic deleting a record (http.html#delete): reads answer 410 from then on, searches leave it out,
+        and history keeps its versions followed by a delete entry."""
+        with self._lock:
+            stored = self.db[resource_type].pop(resource_id, None)
+            if stored is None:
+                raise not_found(resource_type, resource_id)
+            self.deleted[resource_type][resource_id] = (stored, stored.version + 1, self._stamp())
+            self.holds.pop(resource_id, None)
+
+    def on_request(
+        self,
+        matches: Callable[[str, str, list[tuple[str, str]]], bool],
+        action: Callable[[], None],
+        *,
+        after: bool = False,
+    ) -> None:
+        """A test hook (`Hook`): `action` runs once, before (or after) the first FHIR request `matches` accepts."""
+        with self._lock:
+            self.hooks.append(Hook(matches, action, after))
+
+    def _fire(self, method: str, path: str, pairs: list[tuple[str, str]], *, after: bool) -> None:
+        with self._lock:
+            due = [h for h in self.hooks if h.after == after and h.matches(method, path, pairs)]
+            for hook in due:
+                self.hooks.remove(hook)
+        for hook in due:
+            hook.action()
+
+    # ------------------------------------------------------------------ history (http.html#history)
+
+    def history_bundle(
+        self, base: str, resource_type: str, resource_id: str | None, pairs: list[tuple[str, str]]
+    ) -> Json:
+        """Type or instance history, newest first: every version at or after `_since`, a delete as an entry without
+        a resource whose `request` is `DELETE [type]/[id]`; `_count` and `_offset` page."""
+        since: datetime.datetime | None = None
+        count, offset = DEFAULT_COUNT, 0
+        for key, value in pairs:
+            if key == "_since":
+                since = parse_instant(value, "_since")
+            elif key == "_count":
+                count = self._int(value, "_count", 0, MAX_COUNT)
+            elif key == "_offset":
+                offset = self._int(value, "_offset", 0, 10**9)
+        rows: list[tuple[datetime.datetime, int, Json]] = []
+        with self._lock:
+            live = [(i, s, None) for i, s in self.db[resource_type].items()]
+            gone = [(i, s, (v, at)) for i, (s, v, at) in self.deleted[resource_type].items()]
+            for rid, stored, deletion in [*live, *gone]:
+                if resource_id is not None and rid != resource_id:
+                    continue
+                url = f"{base}/{resource_type}/{rid}"
+                versions = [*stored.history, (stored.version, stored.resource, stored.last_updated)]
+                for version, body, stamp in versions:
+                    created = version == 1
+                    entry = {
+                        "fullUrl": url,
+                        "resource": self._rendered(body, version, stamp),
+                        "request": {
+                            "method": "POST" if created else "PUT",
+                            "url": resource_type if created else f"{resource_type}/{rid}",
+                        },
+                        "response": {
+                            "status": "201 Created" if created else "200 OK",
+                            "etag": f'W/"{version}"',
+                            "lastModified": utc_text(stamp),
+                        },
+                    }
+                    rows.append((stamp, version, entry))
+                if deletion is not None:
+                    version, stamp = deletion
+                    entry = {
+                        "fullUrl": url,
+                        "request": {"method": "DELETE", "url": f"{resource_type}/{rid}"},
+                        "response": {
+                            "status": "204 No Content",
+                            "etag": f'W/"{version}"',
+                            "lastModified": utc_text(stamp),
+                        },
+                    }
+                    rows.append((stamp, version, entry))
+        if resource_id is not None and not rows and since is None:
+            raise not_found(resource_type, resource_id)
+        rows = [r for r in rows if since is None or r[0] >= since]
+        rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        path = f"{resource_type}/{resource_id}/_history" if resource_id is not None else f"{resource_type}/_history"
+
+        def link(at: int) -> str:
+            query = [*([("_since", utc_text(since))] if since is not None else []), ("_count", str(count))]
+            if at:
+                query.append(("_offset", str(at)))
+            return f"{base}/{path}?{urllib.parse.urlencode(query)}"
+
+        links = [{"relation": "self", "url": link(offset)}]
+        if offset + count < len(rows):
+            links.append({"relation": "next", "url": link(offset + count)})
+        bundle: Json = {
+            "resourceType": "Bundle",
+            "id": str(uuid.uuid4()),
+            "type": "history",
+            "total": len(rows),
+            "link": links,
+            "entry": [r[2] for r in rows[offset : offset + count]],
+        }
+        if not bundle["entry"]:
+            del bundle["entry"]
+        return bundle
+
     # ------------------------------------------------------------------ the app
 
     def app(self) -> litestar.Litestar:
@@ -1702,6 +1892,14 @@ class FhirEmulator(Emulator):
 
         @route(BASE + "/{path:path}", http_method=["GET", "POST", "PUT", "PATCH", "DELETE"])
         async def fhir(request: Request[Any, Any, Any], path: FromPath[str]) -> Response[bytes]:
+            method, at, pairs = request.method.upper(), path.strip("/"), pairs_of(request)
+            em._fire(method, at, pairs, after=False)
+            try:
+                return await dispatch(request, path)
+            finally:
+                em._fire(method, at, pairs, after=True)
+
+        async def dispatch(request: Request[Any, Any, Any], path: str) -> Response[bytes]:
             check_accept(request)
             method = request.method.upper()
             parts = [p for p in path.strip("/").split("/") if p]
@@ -1731,11 +1929,21 @@ class FhirEmulator(Emulator):
                     raise FhirError(405, "not-supported", f"create is not supported on {rtype}")
                 stored = em.create(rtype, await read_body(request))
                 return resource_reply(base, stored, 201, prefer)
+            if parts[1:] == ["_history"] and method == "GET":
+                if not em._declares(rtype, "history-type"):
+                    raise FhirError(405, "not-supported", f"history is not supported on {rtype}")
+                return reply(em.history_bundle(base, rtype, None, pairs_of(request)))
+            if len(parts) == 3 and parts[2] == "_history" and method == "GET":
+                if not em._declares(rtype, "history-instance"):
+                    raise FhirError(405, "not-supported", f"history is not supported on {rtype}")
+                return reply(em.history_bundle(base, rtype, parts[1], pairs_of(request)))
             if len(parts) == 2 and method == "GET":
                 with em._lock:
                     if rtype == "Slot":
                         return reply(em._render(em._read_slot(parts[1])))
                     found = em.db[rtype].get(parts[1])
+                    if found is None and parts[1] in em.deleted[rtype]:
+                        raise FhirError(410, "deleted", f"{rtype}/{parts[1]} has been deleted")
                     if found is None:
                         raise not_found(rtype, parts[1])
                     return resource_reply(base, found, 200, "")
@@ -1747,6 +1955,10 @@ class FhirEmulator(Emulator):
             if len(parts) == 4 and parts[2] == "_history" and method == "GET":
                 with em._lock:
                     current = em.db[rtype].get(parts[1])
+                    if current is None and parts[1] in em.deleted[rtype]:
+                        current, deleted_version, _ = em.deleted[rtype][parts[1]]
+                        if parts[3] == str(deleted_version):
+                            raise FhirError(410, "deleted", f"{rtype}/{parts[1]} was deleted at that version")
                     if current is None:
                         raise not_found(rtype, parts[1])
                     if parts[3] == str(current.version):

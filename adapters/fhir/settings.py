@@ -27,9 +27,13 @@ class FhirSettings(Settings):
     dialect: DialectSetting = "auto"
     service_minutes: dict[str, Minutes] = {}
     default_service_minutes: Minutes = 30
-    # REST dialect: the server refuses an Appointment into a Slot that is not free (so two racing bookings cannot
-    # both land). False for a server that lets slots be overbooked: `rejects_double_booking` is then not claimed.
-    slots_enforced: bool = True
+    # REST dialect: whether the server keeps `Slot.status` (busy once booked) and refuses an Appointment into a Slot
+    # that is not free, so two racing bookings cannot both land. A generic server (HAPI, any plain R4 store) does
+    # neither: then (False, the default) the adapter reads the practitioner's appointments before a booking and
+    # again after it (the earlier-created of two racers keeps the time, the other is cancelled again), and
+    # availability leaves out booked times. True only for a server known to enforce Slots: a booking is then the
+    # Slot search and the POST alone.
+    slots_enforced: bool = False
     user_agent: str = "EMR Gateway"
 
 

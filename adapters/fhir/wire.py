@@ -293,10 +293,22 @@ class BundleSearch(Element, kw_only=True):
     mode: str | None = None  # match | include | outcome
 
 
+class BundleEntryRequest(Element, kw_only=True):
+    method: str | None = None  # a history entry: POST | PUT | DELETE (http.html#history)
+    url: str | None = None
+
+
+class BundleEntryResponse(Element, kw_only=True):
+    status: str | None = None
+    lastModified: str | None = None  # left as text: only the `fhir` adapter's history read parses it
+
+
 class BundleEntry(Element, kw_only=True):
     fullUrl: str | None = None
     resource: msgspec.Raw = EMPTY  # empty for a deleted entry (history bundles)
     search: BundleSearch | None = None
+    request: BundleEntryRequest | None = None  # history bundles: the write that made this version
+    response: BundleEntryResponse | None = None
 
 
 class Bundle(Resource, kw_only=True):

@@ -31,7 +31,12 @@ What the evidence settles, and what this adapter does about what it does not:
   documented and is refused (`Unsupported`).
 - Double bookings: nothing says `$book` refuses a taken time (Halaxy's calendar lets staff double-book), so the
   adapter checks the practitioner's appointments before booking and again after (the earlier-created of two racers
-  keeps the slot; the other is cancelled again). A `conflict` OperationOutcome from Halaxy is a taken slot too.
+  keeps the slot; the other is cancelled again, and if that cancel does not read back as cancelled the caller is
+  told the booking stands: `OutcomeUnknown`, never "slot taken"). A `conflict` OperationOutcome from Halaxy is a
+  taken slot too. Group sessions count as busy, with or without patients. Known limit: the check searches by
+  `practitioner-role`, i.e. this clinic's calendar; a practitioner with roles at two clinics can be booked at both
+  at once. No Halaxy page or SDK test shows an Appointment search by `practitioner` (only `$find` takes it, and
+  Halaxy's appointments name the PractitionerRole, not the Practitioner), so it is not relied on.
   A booking is 3 calls (`min_booking_calls`): the check, `$book` (whose answer is the stored appointment that
   verification reads) and the check after. Notes the `$book` answer does not show (its request schema lists no
   `description`) are written with one `PATCH` of `description`.
@@ -42,7 +47,19 @@ What the evidence settles, and what this adapter does about what it does not:
   parameters), `given`, `family` and `birthdate`, then compares exactly; an e-mail's `+` goes out as `%2B`
   (docs/request-structure). Phones are written `+{country code}{number}` without spaces (reference/patient).
 - Changes: `_lastUpdated=gt…` on Patient and Appointment (docs/querying-resources), 2 requests per idle poll, and
-  Halaxy's Subscription notifications where the practice created webhooks (gateway/routes/halaxy_webhooks.py).
+  Halaxy's Subscription notifications where the practice created webhooks (gateway/routes/halaxy_webhooks.py). Pages
+  are `page=N` offsets in no documented order: a walk whose results moved under it (a record read twice, `total`
+  changed) is read again by `_lastUpdated` windows that each fit one answer (`_changed`).
+- Deletions: a deleted appointment is gone (its read is 404) and no `_lastUpdated` search lists it again, so the
+  change feed, and the daily sweep (it lists appointments that started since the last one), never see it go. Only
+  Halaxy's "Appointment deleted" webhook says so: the webhook route re-snapshots the appointment's patient and
+  announces it cancelled. `full_listing_complete` stays True: a full listing does list every appointment that
+  exists, and False would not help (a patient's snapshot comes from stored facts once their appointments are
+  known either way). Without that webhook a deletion is never seen.
+- Records the gateway cannot show are skipped, not errors: a group session nobody has joined has no Patient
+  participant (one such record would otherwise stop the feed, whose cursor would never move, and every listing).
+- Another clinic's PractitionerRole (met in a notification or a search) is remembered per instance once a fresh
+  read of this clinic's roles has not listed it, so naming it again costs no roles read.
 """
 
 from __future__ import annotations
@@ -50,8 +67,9 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import httpx
 import msgspec
@@ -70,7 +88,7 @@ from adapters.errors import (
     Unsupported,
 )
 from adapters.fhir import wire
-from adapters.fhir.client import FHIR_JSON, ClientCredentials, Conflict, FhirClient, Params, resources_of
+from adapters.fhir.client import FHIR_JSON, MAX_PAGES, ClientCredentials, Conflict, FhirClient, Params, resources_of
 from adapters.halaxy import mapping
 from adapters.halaxy import wire as hx
 from adapters.halaxy.settings import HalaxyCredentials, HalaxySettings, base_url_of, user_agent_of
@@ -79,7 +97,7 @@ from adapters.markers import with_marker
 from adapters.pacing import RateLimit
 from adapters.phones import e164, region_for_zone
 from adapters.reconcile import AmbiguousWrite
-from adapters.stamps import settled_cursor
+from adapters.stamps import settled_cursor, whole_second
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.availability import Slot
@@ -100,8 +118,10 @@ EMR_NAME = "Halaxy"
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR's id
 PAGE = "50"  # `_count` as the SDK fixture pages (`…?_count=50&page=2`)
 NEIGHBOURS = timedelta(hours=24)  # how far before a window an overlapping appointment can start
+FOREIGN_ROLES = 10_000  # other clinics' role ids remembered per instance, at most
 FIND_WINDOW = timedelta(minutes=1)
 CLOCK_SKEW = timedelta(seconds=60)
+R = TypeVar("R", bound=wire.Resource)
 FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 RACE_NOTE = "Cancelled automatically by the EMR Gateway: the slot was taken at the same moment (double booking)."
 CANCEL_SOURCE = (
@@ -130,7 +150,9 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(per_second=7.0, burst=50),)
     min_booking_calls: ClassVar[int] = 3  # the calendar check, `$book`, the check after
     patient_batch_size: ClassVar[int] = 50  # `Patient?_id=1,2,3` (docs/querying-resources)
-    full_listing_complete: ClassVar[bool] = True  # `_lastUpdated` from 2000 lists every patient and appointment
+    # `_lastUpdated` from 2000 lists every patient and every appointment that exists (a deleted one is gone: only
+    # the "Appointment deleted" webhook reports it; see the module docstring).
+    full_listing_complete: ClassVar[bool] = True
     write_settings: ClassVar[dict[str, str]] = {
         "start": "the location's time_zone (times are sent with its offset)",
         "end": "the appointment type's duration extension (settings.duration_extension_url)",
@@ -184,6 +206,7 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
         self._roles: dict[str, wire.PractitionerRole] | None = None
         self._people: dict[str, wire.Practitioner] = {}
         self._roles_lock = asyncio.Lock()
+        self._foreign: set[str] = set()  # role ids a fresh read showed are not this clinic's (another clinic's)
         self._durations: dict[str, int] = {}
 
     @property
@@ -247,13 +270,20 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
                 found = await self.client.search(wire.Practitioner, [("_id", ",".join(absent)), ("_count", PAGE)])
                 people.update((p.id, p) for p in found if p.id)
             self._roles, self._people = roles, people
+            self._foreign -= roles.keys()
             return roles
 
     async def _own_role(self, role_id: str) -> wire.PractitionerRole | None:
-        """The role if it is this clinic's (read again once when it is not among those known)."""
+        """The role if it is this clinic's. One not among those known is read again once per instance: a role a
+        fresh read did not list is remembered as another clinic's, so a notification (or a caller) naming another
+        clinic's appointments again and again costs no more reads of the roles."""
         roles = await self._clinic_roles()
-        if role_id not in roles and ID_RE.match(role_id):
+        if role_id not in roles and role_id not in self._foreign and ID_RE.match(role_id):
             roles = await self._clinic_roles(refresh=True)
+            if role_id not in roles:
+                if len(self._foreign) >= FOREIGN_ROLES:
+                    self._foreign.clear()
+                self._foreign.add(role_id)
         return roles.get(role_id)
 
     async def _role_id(self, practitioner_id: str) -> str:
@@ -275,34 +305,40 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
         return self._durations[service_id]
 
     async def _fetch(self, appointment_id: str) -> hx.Appointment:
-        """The appointment if it is this clinic's (another clinic's reads as not found)."""
+        """The appointment if it is this clinic's and a patient's (another clinic's, or a group session nobody has
+        joined, reads as not found)."""
         if not ID_RE.match(appointment_id):
             raise NotFound("not a Halaxy appointment id")
         appointment = await self.client.read(hx.Appointment, appointment_id)
         role = appointment.actor("PractitionerRole")
         if role is None or role.id is None or await self._own_role(role.id) is None:
             raise NotFound("Halaxy has no such appointment at this clinic")
+        if not mapping.has_patient(appointment):
+            raise NotFound("the Halaxy appointment has no patient (a group session nobody has joined)")
         return appointment
 
     async def _search_appointments(self, params: Params) -> list[hx.Appointment]:
         return await self.client.search(hx.Appointment, [*params, ("_count", PAGE)])
 
     async def _mine(self, found: list[hx.Appointment]) -> list[hx.Appointment]:
-        """This clinic's of `found`; an empty search reads no roles (a quiet poll stays at 2 requests)."""
+        """This clinic's of `found` that have a patient; an empty search reads no roles (a quiet poll stays at 2
+        requests). A group session nobody has joined is skipped, not an error: one such record must not stop the
+        feed (its cursor would never move) or a patient's listing."""
         if not found:
             return []
         roles = await self._clinic_roles()
         out = []
         for appointment in found:
             role = appointment.actor("PractitionerRole")
-            if role is not None and role.id in roles:
+            if role is not None and role.id in roles and mapping.has_patient(appointment):
                 out.append(appointment)
         return out
 
     async def _overlapping(
         self, role_id: str, start: datetime, end: datetime, exclude_id: str | None = None
-    ) -> list[Appointment]:
-        """The role's live appointments overlapping [start, end)."""
+    ) -> list[mapping.Busy]:
+        """The role's live appointments overlapping [start, end), group sessions included (with or without
+        patients, they occupy the practitioner)."""
         found = await self._search_appointments(
             [
                 ("practitioner-role", role_id),
@@ -310,10 +346,10 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
                 ("date", f"lt{mapping.instant(end)}"),
             ]
         )
-        mapped = [self._appointment(a) for a in found]
+        spans = [mapping.busy_of(a, self.context.time_zone) for a in found]
         return [
             a
-            for a in mapped
+            for a in spans
             if a.id != exclude_id
             and a.practitioner_id == role_id
             and a.status not in (AppointmentStatus.CANCELLED, AppointmentStatus.NOSHOW)
@@ -413,7 +449,7 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
             )
             mine = [
                 (a, m)
-                for a, m in ((a, self._appointment(a)) for a in found)
+                for a, m in ((a, self._appointment(a)) for a in found if mapping.has_patient(a))
                 if m.status is not AppointmentStatus.CANCELLED
                 and m.practitioner_id == role_id
                 and abs(m.start - start) < FIND_WINDOW
@@ -454,21 +490,33 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
         """Two bookings that raced into one slot: the earlier-created one (then the lower id) keeps it."""
         rivals = await self._overlapping(mine.practitioner_id, mine.start, mine.end, exclude_id=mine.id)
 
-        def made(a: Appointment) -> tuple[datetime, int, str]:
+        def made(a: Appointment | mapping.Busy) -> tuple[datetime, int, str]:
             return (a.created_at or FAR_FUTURE, len(a.id), a.id)
 
         return any(made(r) < made(mine) for r in rivals)
 
     async def _withdraw(self, appointment: Appointment) -> None:
-        """Cancel a booking the caller was never told of (a lost race), with no read first."""
+        """Cancel a booking the caller was never told of (a lost race), with no read first. The patch's answer must
+        read as cancelled, as `cancel()` checks: Halaxy ignores a body it does not honour (settings.cancel_style)
+        and answers the appointment unchanged, and the caller must then hear that the booking stands, not that the
+        slot was taken."""
         try:
-            await self.client.patch(hx.Appointment, appointment.id, self._cancel_changes(appointment.patient_id))
+            answer = await self.client.patch(
+                hx.Appointment, appointment.id, self._cancel_changes(appointment.patient_id)
+            )
         except (AdapterError, AmbiguousWrite):
             raise OutcomeUnknown(
                 f"a double booking was detected and withdrawing the new appointment {appointment.id} failed; "
                 "it needs a person to look at it",
                 operation_id=str(uuid.uuid4()),
             ) from None
+        if mapping.status_of(answer) is not AppointmentStatus.CANCELLED:
+            raise OutcomeUnknown(
+                f"a double booking was detected, but Halaxy still shows the new appointment {appointment.id} as not "
+                "cancelled after the withdrawal: the booking stands beside the other one and needs a person to look "
+                f"at it (check settings.cancel_style ({self.settings.cancel_style}) and settings.cancel_code)",
+                operation_id=str(uuid.uuid4()),
+            )
 
     async def _reschedule(self, command: RescheduleCommand) -> Written:
         current = self._appointment(await self._fetch(command.appointment_id))
@@ -764,7 +812,8 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
     # ------------------------------------------------------------------------------------------------ change feed
 
     async def changes_since(self, cursor: str | None) -> ChangeSet:
-        """Patients (practice-wide) and this clinic's appointments updated since `cursor`, cancelled ones included.
+        """Patients (practice-wide) and this clinic's appointments updated since `cursor`, cancelled ones included
+        (deleted ones are not: no search lists them; group sessions with no patient are skipped).
 
         With no cursor the feed starts now. `_lastUpdated` is to the second, so `gt` is asked from a second before
         the cursor: a record stamped at the cursor's second is read again (harmless: the caller compares digests),
@@ -779,9 +828,9 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
             raise Rejected("the change cursor is not an RFC 3339 time") from None
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
-        after = ("_lastUpdated", f"gt{mapping.instant(since - timedelta(seconds=1))}")
-        patients = await self.client.search(wire.Patient, [after, ("_count", PAGE)])
-        appointments = await self._mine(await self._search_appointments([after]))
+        patients, patients_held = await self._changed(wire.Patient, since, now)
+        found, appointments_held = await self._changed(hx.Appointment, since, now)
+        appointments = await self._mine(found)
         stamps = [s for s in (mapping.updated_at(r) for r in [*patients, *appointments]) if s is not None]
         region = self._region()
         changed_patients = sorted(
@@ -789,7 +838,99 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
         )
         changed = sorted((self._appointment(a) for a in appointments), key=lambda a: (a.updated_at or now, a.id))
         next_cursor = settled_cursor(max(stamps), since, now) if stamps else since
+        for held in (patients_held, appointments_held):
+            if held is not None:  # a crowded second moved while it was walked: the next poll reads it again
+                next_cursor = max(since, min(next_cursor, held))
         return ChangeSet(patients=changed_patients, appointments=changed, cursor=mapping.instant(next_cursor))
+
+    async def _changed(self, type_: type[R], since: datetime, started: datetime) -> tuple[list[R], datetime | None]:
+        """Every `type_` record stamped after the cursor `since`, and a stamp the next cursor must not pass (None:
+        no limit beyond settling).
+
+        `page=N` offsets are no snapshot: Halaxy documents no order for a search without `_sort`, so a record updated
+        or deleted between two pages can move and shift another one past the offset, unseen, while the cursor moves
+        on past its stamp. The pages are walked as before (a poll that finds less than a page is 1 request), and the
+        walk is checked: a record read twice, a `total` that changed, or fewer records than `total` say the results
+        moved under it. Then the same span is read again by `_lastUpdated` windows that each fit one answer (a window
+        whose answer names a next page is halved, both halves asked afresh, oldest first); records stamped after the
+        poll began fall outside them and are the next poll's (the cursor settles before the poll's start). One second
+        holding more than a page cannot be split: its pages are walked, and if that walk moved too, the second is
+        returned as the limit so the next poll reads it again. What no check can see: a deletion and a creation
+        landing during one walk leave `total` unchanged and may hide one unchanged record until its next change.
+        """
+        lower = whole_second(since) - timedelta(seconds=1)  # `_lastUpdated` is to the second: re-read the cursor's
+        found: dict[str, R] = {}
+        unnamed: list[R] = []  # no id: kept for the mapping to refuse, as before
+
+        def keep(records: list[R]) -> None:
+            for record in records:
+                if record.id is None:
+                    unnamed.append(record)
+                    continue
+                stamp = mapping.updated_at(record)
+                held = found.get(record.id)
+                before = mapping.updated_at(held) if held is not None else None
+                if held is None or stamp is None or before is None or stamp >= before:
+                    found[record.id] = record  # the newest version read wins
+
+        first, page = await self.client.search_page(
+            type_, [("_lastUpdated", f"gt{mapping.instant(lower)}"), ("_count", PAGE)]
+        )
+        keep(first)
+        if page.next_url() is None or await self._walk(type_, page, first, keep):
+            return [*found.values(), *unnamed], None
+        hold: datetime | None = None
+        windows = _halves(lower, max(whole_second(started), lower + _SECOND))
+        asked = 0
+        while windows:
+            asked += 1
+            if asked > MAX_PAGES:
+                raise Unavailable(f"{EMR_NAME} kept answering more than a page for ever narrower windows")
+            low, high = windows.pop()
+            bounds: Params = [
+                ("_lastUpdated", f"gt{mapping.instant(low)}"),
+                ("_lastUpdated", f"lte{mapping.instant(high)}"),
+                ("_count", PAGE),
+            ]
+            records, page = await self.client.search_page(type_, bounds)
+            keep(records)
+            if page.next_url() is None:
+                continue
+            # A server that ignored the bounds answers records outside them: its window is walked by pages too.
+            strays = any(
+                (stamp := mapping.updated_at(r)) is not None and not low < stamp <= high + _SECOND for r in records
+            )
+            if high - low > _SECOND and not strays:
+                windows += _halves(low, high)
+            elif not await self._walk(type_, page, records, keep):
+                hold = high if hold is None else min(hold, high)
+        return [*found.values(), *unnamed], hold
+
+    async def _walk(self, type_: type[R], page: wire.Bundle, first: list[R], keep: Callable[[list[R]], None]) -> bool:
+        """The rest of a search by its `next` links; False when its results moved while walked."""
+        total = page.total
+        seen = {r.id for r in first}
+        settled = True
+        for _ in range(MAX_PAGES):
+            following = await self.client.next_page(page)
+            if following is None:
+                return settled and (total is None or len(seen) >= total)
+            records = resources_of(following, type_, emr=EMR_NAME)
+            keep(records)
+            ids = {r.id for r in records}
+            settled = settled and not ids & seen and following.total == total
+            seen |= ids
+            page = following
+        raise Unavailable(f"{EMR_NAME} kept returning more pages than any real search has")
+
+
+_SECOND = timedelta(seconds=1)
+
+
+def _halves(low: datetime, high: datetime) -> list[tuple[datetime, datetime]]:
+    """(low, high] as two windows of whole seconds, the older last (popped first)."""
+    middle = low + timedelta(seconds=(high - low).total_seconds() // 2)
+    return [(middle, high), (low, middle)]
 
 
 def _floor(moment: datetime) -> str:

@@ -23,6 +23,12 @@ Documented behaviour it reproduces:
   `201` with the Appointment. `$find` answers a Bundle of proposed Appointments (start, end, minutesDuration, a
   `PractitionerRole` participant: what the SDK's live test reads), one per free start on the seed's step, none
   before now; `show=first-available` gives one.
+- Group appointments (`$book`'s `appt-id` joins one, reference/createappointment): a group session nobody has
+  joined yet has only its practitioner as participant (the front-desk control with `patient_id: null`).
+- Webhook events "Appointment deleted" (the SDK's `AppointmentDeleted`): a deleted appointment is gone, a read is
+  `404` and no search (`_lastUpdated` included) lists it; the control route
+  `POST /_emulator/appointments/{id}/delete` deletes one as Halaxy's calendar does and notifies
+  `appointment.delete`.
 - Appointments carry no top-level `status` (the SDK's live test: "Halaxy appointments carry no top-level status";
   the docs' Appointment schema lists none): the patient's attendance is the participant's `modifierExtension`
   `https://terminology.halaxy.com/StructureDefinition/appointment-participant-status`, a Coding whose system is the
@@ -57,7 +63,10 @@ Documented behaviour it reproduces:
 Choices where the evidence is silent (UNCONFIRMED):
 - Whether `$book` refuses a time the practitioner already has booked: nothing says so (Halaxy's calendar lets staff
   double-book), so it books (`refuse_overlaps=True`: a 422 `conflict` OperationOutcome instead).
-- `_count` defaults to 50 (the SDK fixture) and is capped at 100; searches list in creation order.
+- `_count` defaults to 50 (the SDK fixture) and is capped at 100; searches without `_sort` list in creation order.
+  Halaxy documents no order: `search_order="updated"` lists by last write instead (oldest first, as some FHIR servers
+  that sort by version do), so an update between two `page=N` requests moves a record to the end and
+  shifts the next one onto a page already read.
 - `healthcare-service-id` is required on `$book`; `minutesDuration` must agree with `end - start`; a `description`
   in `appt-resource` is dropped (the request schema lists none; Halaxy drops a Patient's `identifier` the same way).
 - The appointment type's duration extension URL: the docs name only its value (`valueQuantity`, minutes); here
@@ -82,7 +91,7 @@ import uuid
 import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, cast
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -134,6 +143,7 @@ FHIR_STATUS = {"booked": "booked", "confirmed": "booked", "attended": "fulfilled
 PHONE_RE = re.compile(r"^\+\d{6,15}$")
 DEFAULT_COUNT = 50
 MAX_COUNT = 100
+_TOUCHES = itertools.count(1)
 WEBHOOK_EVENTS = frozenset(
     {"patient.create", "patient.update", "appointment.create", "appointment.update", "appointment.delete"}
 )
@@ -220,6 +230,7 @@ class PatientRec:
     gender: str | None = None
     address: list[dict[str, Any]] = field(default_factory=list)
     version: int = 1
+    touched: int = field(default_factory=lambda: next(_TOUCHES))  # the order of last writes, finer than a second
 
     @property
     def emails(self) -> list[str]:
@@ -234,7 +245,7 @@ class PatientRec:
 class AppointmentRec:
     id: str
     role_id: str
-    patient_id: str
+    patient_id: str | None  # None: a group session nobody has joined (only its practitioner takes part)
     service_id: str
     start: datetime.datetime
     minutes: int
@@ -244,6 +255,7 @@ class AppointmentRec:
     location_type: str = "clinic"
     description: str | None = None
     version: int = 1
+    touched: int = field(default_factory=lambda: next(_TOUCHES))
 
     @property
     def end(self) -> datetime.datetime:
@@ -298,10 +310,11 @@ class PatientEdit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class FrontDeskBooking(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Emulator control: an appointment booked in Halaxy's calendar."""
+    """Emulator control: an appointment booked in Halaxy's calendar; without a patient, a group session nobody has
+    joined yet (its only participant is the practitioner)."""
 
     practitioner_role_id: str
-    patient_id: str
+    patient_id: str | None
     healthcare_service_id: str
     start: datetime.datetime
 
@@ -342,6 +355,7 @@ class HalaxyEmulator(Emulator):
         status_field: bool = False,
         refuse_overlaps: bool = False,
         notify_api_writes: bool = False,
+        search_order: Literal["created", "updated"] = "created",
         token_valid_seconds: int = 900,
         rate_limit: int = 500,
         clock: Callable[[], float] = time.time,
@@ -351,6 +365,7 @@ class HalaxyEmulator(Emulator):
         self.status_field = status_field
         self.refuse_overlaps = refuse_overlaps
         self.notify_api_writes = notify_api_writes
+        self.search_order = search_order
         self.token_valid_seconds = token_valid_seconds
         self.clock = clock
         self.zone = zoneinfo.ZoneInfo(seed.time_zone)
@@ -393,6 +408,12 @@ class HalaxyEmulator(Emulator):
     def _bumped(self, previous: datetime.datetime) -> datetime.datetime:
         now = self._now()
         return now if now > previous else previous
+
+    def _touch(self, rec: PatientRec | AppointmentRec) -> None:
+        """A write: a new `meta.lastUpdated` (never earlier than the last) and a place at the end of the update
+        order (`search_order="updated"`)."""
+        rec.updated = self._bumped(rec.updated)
+        rec.touched = next(_TOUCHES)
 
     def _seed(self) -> None:
         now = self._now()
@@ -548,15 +569,18 @@ class HalaxyEmulator(Emulator):
                         "required": "required",
                         "status": "accepted",
                     },
-                    {
-                        "modifierExtension": [self._attendance_coding(base, a.attendance)],
-                        "actor": self._ref(base, "Patient", a.patient_id, absolute=False),
-                        "required": "required",
-                        "status": "accepted" if a.live else "declined",
-                    },
                 ],
             }
         )
+        if a.patient_id is not None:
+            body["participant"].append(
+                {
+                    "modifierExtension": [self._attendance_coding(base, a.attendance)],
+                    "actor": self._ref(base, "Patient", a.patient_id, absolute=False),
+                    "required": "required",
+                    "status": "accepted" if a.live else "declined",
+                }
+            )
         return body
 
     def _proposed(self, role: RoleRec, start: datetime.datetime, minutes: int) -> dict[str, Any]:
@@ -750,6 +774,12 @@ class HalaxyEmulator(Emulator):
                 continue
             if updated(p.updated):
                 found.append(p)
+        return self._ordered(found)
+
+    def _ordered(self, found: list[Any]) -> list[Any]:
+        """An unsorted search's order: creation (the default), or the last write's (`search_order="updated"`)."""
+        if self.search_order == "updated":
+            return sorted(found, key=lambda r: r.touched)
         return found
 
     def search_appointments(self, params: list[tuple[str, str]]) -> list[AppointmentRec]:
@@ -767,6 +797,7 @@ class HalaxyEmulator(Emulator):
             and all(t(a.start) for t in dates)
             and updated(a.updated)
         ]
+        found = self._ordered(found)
         sort = _param(params, "_sort")
         if sort in ("date", "-date", "start", "-start"):
             found.sort(key=lambda a: (a.start, a.id), reverse=sort.startswith("-"))
@@ -932,7 +963,7 @@ class HalaxyEmulator(Emulator):
             if moved:
                 rec.start, rec.minutes = start, int((end - start).total_seconds() // 60)
             rec.attendance = attendance
-            rec.updated = self._bumped(rec.updated)
+            self._touch(rec)
             rec.version += 1
             return rec
 
@@ -971,7 +1002,7 @@ class HalaxyEmulator(Emulator):
                 rec.gender = body["gender"] if isinstance(body["gender"], str) else None
             if "address" in body:
                 rec.address = [a for a in body["address"] or [] if isinstance(a, dict)]
-            rec.updated = self._bumped(rec.updated)
+            self._touch(rec)
             rec.version += 1
             return rec
 
@@ -995,7 +1026,7 @@ class HalaxyEmulator(Emulator):
                         *kept,
                         {"system": system, "value": value, "use": "mobile" if system == "phone" else "home"},
                     ]
-            rec.updated = self._bumped(rec.updated)
+            self._touch(rec)
             rec.version += 1
             return rec
 
@@ -1003,7 +1034,7 @@ class HalaxyEmulator(Emulator):
         with self._lock:
             role = self.roles.get(booking.practitioner_role_id)
             service = self.services.get(booking.healthcare_service_id)
-            if role is None or service is None or booking.patient_id not in self.patients:
+            if role is None or service is None or (booking.patient_id not in (None, *self.patients)):
                 raise invalid("Unknown practitioner role, appointment type or patient.", "not-found")
             now = self._now()
             rec = AppointmentRec(
@@ -1026,9 +1057,15 @@ class HalaxyEmulator(Emulator):
             if rec is None:
                 raise not_found(f"Appointment/{appointment_id}")
             rec.attendance = "cancelled"
-            rec.updated = self._bumped(rec.updated)
+            self._touch(rec)
             rec.version += 1
             return rec
+
+    def front_desk_delete(self, appointment_id: str) -> None:
+        """An appointment deleted in Halaxy's calendar: gone, not cancelled (a read is 404, no search lists it)."""
+        with self._lock:
+            if self.appointments.pop(appointment_id, None) is None:
+                raise not_found(f"Appointment/{appointment_id}")
 
     # ------------------------------------------------------------------ webhooks
 
@@ -1219,6 +1256,13 @@ class HalaxyEmulator(Emulator):
             em.front_desk_cancel(appointment_id)
             em._notify("appointment.update", "Appointment", appointment_id)
 
+        @post(CONTROL_PREFIX + "/appointments/{appointment_id:str}/delete", status_code=204)
+        async def front_desk_delete(request: Request[Any, Any, Any], appointment_id: FromPath[str]) -> None:
+            """Emulator control: an appointment deleted in Halaxy's calendar."""
+            learn(request)
+            em.front_desk_delete(appointment_id)
+            em._notify("appointment.delete", "Appointment", appointment_id)
+
         def api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
             response = reply(request, exc.body, exc.status)
             for name, value in exc.headers:
@@ -1230,7 +1274,7 @@ class HalaxyEmulator(Emulator):
                 return reply(request, outcome("not-supported", "Unknown resource type."), 404)
             return reply(request, outcome("structure", "The request is invalid."), exc.status_code)
 
-        handlers = [api, create_webhook, revoke, edit_patient, front_desk_book, front_desk_cancel]
+        handlers = [api, create_webhook, revoke, edit_patient, front_desk_book, front_desk_cancel, front_desk_delete]
         return build_emulator_app(
             self,
             handlers,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from adapters.errors import ContractChanged
 from adapters.fhir import wire
 from adapters.halaxy import wire as hx
@@ -74,20 +76,60 @@ def status_of(appointment: hx.Appointment) -> AppointmentStatus:
     return AppointmentStatus.BOOKED
 
 
-def appointment_of(
-    appointment: hx.Appointment, *, location_id: str, time_zone: str, organization_id: str
-) -> Appointment:
-    if not appointment.id:
-        raise missing("$.id")
+def has_patient(appointment: hx.Appointment) -> bool:
+    """Whether a patient takes part: a group session nobody has joined yet (Halaxy's `$book` joins one by
+    `appt-id`) has only its practitioner, and is no appointment the gateway can show or announce."""
+    patient = appointment.actor("Patient")
+    return patient is not None and patient.id is not None
+
+
+class Busy(msgspec.Struct, frozen=True, kw_only=True):
+    """The time an appointment takes from its practitioner, patient or not (a group session occupies them too)."""
+
+    id: str
+    practitioner_id: str
+    status: AppointmentStatus
+    start: datetime
+    end: datetime
+    created_at: datetime | None
+
+
+def _span(appointment: hx.Appointment, time_zone: str) -> tuple[datetime, datetime]:
     if appointment.start is None:
         raise missing("$.start")
     start = utc(appointment.start, time_zone)
     if appointment.end is not None:
-        end = utc(appointment.end, time_zone)
-    elif appointment.minutesDuration is not None:
-        end = start + timedelta(minutes=appointment.minutesDuration)
-    else:
-        raise missing("$.end")
+        return start, utc(appointment.end, time_zone)
+    if appointment.minutesDuration is not None:
+        return start, start + timedelta(minutes=appointment.minutesDuration)
+    raise missing("$.end")
+
+
+def busy_of(appointment: hx.Appointment, time_zone: str) -> Busy:
+    if not appointment.id:
+        raise missing("$.id")
+    start, end = _span(appointment, time_zone)
+    role = appointment.actor("PractitionerRole")
+    if role is None or role.id is None:
+        raise missing("$.participant[].actor")
+    created = utc(appointment.created, time_zone) if appointment.created is not None else None
+    return Busy(
+        id=appointment.id,
+        practitioner_id=role.id,
+        status=status_of(appointment),
+        start=start,
+        end=end,
+        created_at=created,
+    )
+
+
+def appointment_of(
+    appointment: hx.Appointment, *, location_id: str, time_zone: str, organization_id: str
+) -> Appointment:
+    """The appointment as the gateway shows it; callers skip one without a patient first (`has_patient`)."""
+    if not appointment.id:
+        raise missing("$.id")
+    start, end = _span(appointment, time_zone)
     role = appointment.actor("PractitionerRole")
     patient = appointment.actor("Patient")
     if role is None or role.id is None:

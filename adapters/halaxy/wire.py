@@ -105,7 +105,8 @@ class Notification(msgspec.Struct, kw_only=True):
     entry: list[NotificationEntry] = []
 
     def focuses(self) -> list[tuple[str, str]]:
-        """(resource type, id) of every event's focus, in order, without repeats."""
+        """(resource type, id) of every event's focus, in order, without repeats. A versioned reference
+        (`…/Patient/5/_history/2`) names the resource (`Patient`, `5`), as `wire.Reference.id` reads it."""
         seen: list[tuple[str, str]] = []
         for entry in self.entry:
             status = entry.resource
@@ -117,6 +118,8 @@ class Notification(msgspec.Struct, kw_only=True):
                     continue
                 ref = wire.Reference(reference=focus.reference)
                 parts = focus.reference.rstrip("/").split("/")
+                if len(parts) >= 4 and parts[-2] == "_history":
+                    parts = parts[:-2]
                 kind = focus.type or (parts[-2] if len(parts) >= 2 else "")
                 if ref.id and (kind, ref.id) not in seen:
                     seen.append((kind, ref.id))

@@ -114,6 +114,29 @@ async def test_a_401_remints_once_but_a_static_token_is_not_retried() -> None:
         await static.read(wire.Patient, "1")
 
 
+async def test_a_token_minted_for_one_scope_is_never_sent_for_another() -> None:
+    """Two locations with the same client but different scopes share the token cache: each gets its own token."""
+    minted: dict[str, str] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth/token"):
+            scope = dict(httpx.QueryParams(request.content.decode()))["scope"]
+            minted[scope] = f"token-for-{scope.split()[0]}"
+            return httpx.Response(200, json={"access_token": minted[scope], "expires_in": 3600})
+        wanted = "token-for-system/Appointment.rs" if "Appointment" in request.url.path else "token-for-system/*.cruds"
+        assert request.headers["authorization"] == f"Bearer {wanted}"
+        if "Patient" in request.url.path:
+            return fhir(200, {"resourceType": "Patient", "id": "1"})
+        return fhir(200, {"resourceType": "Appointment", "id": "1", "status": "booked"})
+
+    shared = TokenCache()
+    narrow = msgspec.structs.replace(credentials(), scope="system/Appointment.rs")
+    broad = msgspec.structs.replace(credentials(), scope="system/*.cruds")
+    await client(handler, narrow, shared).read(wire.Appointment, "1")
+    await client(handler, broad, shared).read(wire.Patient, "1")
+    assert sorted(minted) == ["system/*.cruds", "system/Appointment.rs"]
+
+
 def _page(n: int, next_url: str | None) -> dict[str, object]:
     body: dict[str, object] = {
         "resourceType": "Bundle",

@@ -449,3 +449,87 @@ def test_find_without_visit_type_proposes_the_shortest_service(ihe: Served) -> N
     assert VISIT_TYPES in found["entry"][0]["resource"]["serviceType"][0]["coding"][0]["system"]
     assert found["link"][0]["url"].startswith(f"{ihe.base}/Appointment/$find?")
     assert BASE in found["link"][0]["url"]
+
+
+# ---------------------------------------------------------------------------------------------- documented switches
+
+
+def test_last_updated_ge_includes_a_record_stamped_at_that_instant(fhir: Served) -> None:
+    patient = fhir.first("Patient", email="jane.citizen@example.com")
+    at = patient["meta"]["lastUpdated"]
+    assert patient["id"] in fhir.ids("Patient", _lastUpdated=f"ge{at}")
+    assert patient["id"] not in fhir.ids("Patient", _lastUpdated=f"gt{at}")
+
+
+def test_a_plain_rest_server_never_marks_a_slot_busy_and_stores_an_overbooking() -> None:
+    for served in serve(FhirEmulator(default_seed(), dialect="rest", slots_enforced=False)):
+        ids = Ids(served)
+        schedule = served.first("Schedule", actor=f"Practitioner/{ids.practitioners[0]}")
+        window = {"schedule": f"Schedule/{schedule['id']}", "start": f"ge{stamp(local(2, 10))}", "_count": "2"}
+        slots = [e["resource"] for e in served.json("Slot", **window)["entry"]]
+        refs = [{"reference": f"Slot/{s['id']}"} for s in slots]
+        appointment = ids.appointment(local(2, 10), status="booked", slot=refs)
+        assert served.send("POST", "Appointment", appointment).status_code == 201
+        assert {e["resource"]["status"] for e in served.json("Slot", **window)["entry"]} == {"free"}
+        assert served.send("POST", "Appointment", appointment).status_code == 201  # HAPI stores it: no Slot rules
+        assert served.emulator.stats().active_appointments == 2
+        settings, _ = served.emulator.location_config(served.root)
+        assert msgspec.json.decode(settings)["slots_enforced"] is False
+
+
+def test_book_changes_as_new_or_ignoring_the_status_model_a_partial_book() -> None:
+    for served in serve(FhirEmulator(default_seed(), dialect="ihe", book_changes="as-new")):
+        ids = Ids(served)
+        first = only(book(served, ids.appointment(local(2, 10))).json())
+        moved = only(book(served, {**first, "start": stamp(local(2, 11)), "end": stamp(local(2, 11, 30))}).json())
+        assert moved["id"] != first["id"]
+        assert served.emulator.stats().active_appointments == 2
+    for served in serve(FhirEmulator(default_seed(), dialect="ihe", book_changes="ignore-status")):
+        ids = Ids(served)
+        first = only(book(served, ids.appointment(local(2, 10))).json())
+        kept = only(book(served, {**first, "status": "cancelled"}).json())
+        assert (kept["id"], kept["status"]) == (first["id"], "booked")
+
+
+def test_history_lists_every_version_newest_first_and_a_delete_without_a_resource(rest: Served) -> None:
+    ids = Ids(rest)
+    since = rest.first("Patient", email="jane.citizen@example.com")["meta"]["lastUpdated"]
+    created = rest.send("POST", "Appointment", ids.appointment(local(3, 10), status="booked")).json()
+    rest.send("PUT", f"Appointment/{created['id']}", {**created, "comment": "second version"})
+    rest.emulator.delete("Appointment", created["id"])
+    gone = rest.get(f"Appointment/{created['id']}")
+    assert (gone.status_code, issue(gone)["code"]) == (410, "deleted")
+    assert rest.ids("Appointment") == []
+    history = rest.json("Appointment/_history", _since=since)
+    assert history["type"] == "history"
+    entries = history["entry"]
+    assert [(e["request"]["method"], "resource" in e) for e in entries] == [
+        ("DELETE", False),
+        ("PUT", True),
+        ("POST", True),
+    ]
+    assert entries[0]["request"]["url"] == f"Appointment/{created['id']}"
+    assert entries[1]["resource"]["comment"] == "second version"
+    mine = rest.json(f"Appointment/{created['id']}/_history")
+    assert [e["response"]["etag"] for e in mine["entry"]] == ['W/"3"', 'W/"2"', 'W/"1"']
+    assert rest.json(f"Appointment/{created['id']}/_history/2")["comment"] == "second version"
+    assert rest.get(f"Appointment/{created['id']}/_history/3").status_code == 410
+    statement = rest.json("metadata")
+    [appointment] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Appointment"]
+    assert {"history-type", "history-instance"} <= {i["code"] for i in appointment["interaction"]}
+
+
+def test_an_ihe_server_declares_no_history_by_default(ihe: Served) -> None:
+    refused = ihe.get("Appointment/_history")
+    assert (refused.status_code, issue(refused)["code"]) == (405, "not-supported")
+
+
+def test_an_undeclared_search_parameter_is_left_out_of_the_statement_and_ignored() -> None:
+    for served in serve(FhirEmulator(default_seed(), dialect="ihe", undeclared={"Appointment.date"})):
+        [appointment] = [r for r in served.json("metadata")["rest"][0]["resource"] if r["type"] == "Appointment"]
+        assert "date" not in {p["name"] for p in appointment["searchParam"]}
+        ids = Ids(served)
+        book(served, ids.appointment(local(2, 10)))
+        assert len(served.ids("Appointment", date="lt2000-01-01")) == 1  # ignored, as an unknown parameter is
+        strict = served.http.get("Appointment", params={"date": "lt2000-01-01"}, headers={"Prefer": "handling=strict"})
+        assert strict.status_code == 400

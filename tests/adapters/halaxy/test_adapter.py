@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import msgspec
 import pytest
 
-from adapters.errors import ContractChanged, NotFound, RateLimited, Rejected, SlotUnavailable, Unsupported
+from adapters.errors import (
+    ContractChanged,
+    NotFound,
+    OutcomeUnknown,
+    RateLimited,
+    Rejected,
+    SlotUnavailable,
+    Unsupported,
+)
 from adapters.halaxy import mapping
 from adapters.halaxy import wire as hx
 from adapters.halaxy.adapter import HalaxyAdapter
@@ -282,3 +293,151 @@ async def test_the_duration_extension_setting_and_what_verify_observes(hx: HX) -
     with pytest.raises(ContractChanged) as caught:
         await hx.adapter(duration_extension_url="https://example.com/other").list_services()
     assert caught.value.path.endswith("extension")
+
+
+# ---------------------------------------------------------------------------------------------- review fixes
+
+
+async def test_a_group_session_nobody_joined_neither_stops_the_feed_nor_frees_its_time(hx: HX) -> None:
+    """A group session with no patient yet is no appointment to show, but it still occupies the practitioner."""
+    north = hx.adapter()
+    practitioner, service, patient = await hx.ids(north)
+    first = await north.changes_since(None)
+    await asyncio.sleep(1.1)  # Halaxy stamps to the second
+    hx.emulator.front_desk_book(
+        FrontDeskBooking(
+            practitioner_role_id=practitioner, patient_id=None, healthcare_service_id=service, start=_at(3, 10)
+        )
+    )
+    theirs = hx.emulator.front_desk_book(
+        FrontDeskBooking(
+            practitioner_role_id=practitioner, patient_id=patient, healthcare_service_id=service, start=_at(3, 12)
+        )
+    )
+    changed = await north.changes_since(first.cursor)
+    assert [a.id for a in changed.appointments] == [theirs.id]  # the feed goes on, past the session
+    listed = await north.list_appointments(AppointmentQuery(practitioner_id=practitioner))
+    assert [a.id for a in listed] == [theirs.id]
+    command = BookCommand(patient_id=patient, practitioner_id=practitioner, service_id=service, start=_at(3, 10))
+    with pytest.raises(SlotUnavailable):
+        await north.book(command)  # the session holds 10:00
+    booked = await north.book(msgspec.structs.replace(command, start=_at(3, 14)))  # the rest of the day is bookable
+    assert booked.status is AppointmentStatus.BOOKED
+
+
+def _feed_hook(hx: HX, *, crowded: bool) -> tuple[httpx.AsyncClient, set[str]]:
+    """An HTTP client that, once the change feed has read its first Patient page, edits the first patient of that
+    page in Halaxy's screens (and, with `crowded`, does it again after the first page of a one-second window walk):
+    a record updated between two pages."""
+    fired: set[str] = set()
+
+    async def hook(response: httpx.Response) -> None:
+        request = response.request
+        if request.url.path != "/main/Patient" or "page" in request.url.params:
+            return
+        bounds = request.url.params.get_list("_lastUpdated")
+        stage = "first" if bounds and "first" not in fired else None
+        if crowded and stage is None and "crowded" not in fired and _one_second(bounds):
+            stage = "crowded"
+        if stage is None:
+            return
+        await response.aread()
+        entries = response.json().get("entry", [])
+        if len(entries) < 50:
+            return
+        fired.add(stage)
+        hx.emulator.edit_patient(entries[0]["resource"]["id"], PatientEdit(given="Moved"))
+
+    return httpx.AsyncClient(timeout=hx.http.timeout, event_hooks={"response": [hook]}), fired
+
+
+def _one_second(bounds: list[str]) -> bool:
+    """`_lastUpdated=gt…&_lastUpdated=lte…` one second apart: a window the feed cannot narrow further."""
+    if len(bounds) != 2 or not (bounds[0].startswith("gt") and bounds[1].startswith("lte")):
+        return False
+    low, high = dt.datetime.fromisoformat(bounds[0][2:]), dt.datetime.fromisoformat(bounds[1][3:])
+    return (high - low).total_seconds() <= 1
+
+
+async def _created(hx: HX, count: int, at: float, step: float) -> tuple[list[str], str]:
+    """`count` patients created in the past (`step` seconds apart from `at`), and a cursor from before them."""
+    real = hx.emulator.clock
+    made = []
+    for n in range(count):
+        hx.emulator.clock = lambda n=n: at + n * step  # type: ignore[misc]
+        made.append(
+            hx.emulator.create_patient({"resourceType": "Patient", "name": [{"family": "Feed", "given": [f"F{n}"]}]}).id
+        )
+    hx.emulator.clock = real
+    return made, mapping.instant(dt.datetime.fromtimestamp(at - 10, dt.UTC))
+
+
+@pytest.mark.parametrize("hx_emulator", [{"search_order": "updated"}], indirect=True)
+async def test_a_record_updated_between_two_pages_of_the_feed_is_not_skipped(hx: HX) -> None:
+    made, cursor = await _created(hx, 60, time.time() - 600, 1.0)  # one a second, ten minutes ago
+    client, fired = _feed_hook(hx, crowded=False)
+    async with client as http:
+        adapter = HX(emulator=hx.emulator, base_url=hx.base_url, http=http).adapter()
+        first = await adapter.changes_since(cursor)
+        second = await adapter.changes_since(first.cursor)
+    seen = {p.id for p in [*first.patients, *second.patients]}
+    assert set(made) <= seen  # none shifted past the page it was on
+    assert fired == {"first"}
+
+
+@pytest.mark.parametrize("hx_emulator", [{"search_order": "updated"}], indirect=True)
+async def test_a_crowded_second_that_moves_while_walked_is_read_again(hx: HX) -> None:
+    made, cursor = await _created(hx, 60, time.time() - 600, 0.0)  # an import: sixty in one second
+    client, fired = _feed_hook(hx, crowded=True)
+    async with client as http:
+        adapter = HX(emulator=hx.emulator, base_url=hx.base_url, http=http).adapter()
+        first = await adapter.changes_since(cursor)
+        second = await adapter.changes_since(first.cursor)
+    seen = {p.id for p in [*first.patients, *second.patients]}
+    assert set(made) <= seen
+    assert fired == {"first", "crowded"}
+    # The one-second window moved while its pages were walked: the cursor stayed at it and the next poll read that
+    # second again, whatever the first walk may have missed there.
+    assert set(made) <= {p.id for p in second.patients}
+
+
+async def test_another_clinics_role_is_read_again_once_not_on_every_notification(hx: HX) -> None:
+    north, south = hx.adapter(0), hx.adapter(1)
+    _, service, patient = await hx.ids(south)
+    theirs = []
+    for role in (await south.list_practitioners())[:2]:
+        command = BookCommand(patient_id=patient, practitioner_id=role.id, service_id=service, start=_at(2, 9))
+        theirs.append((await south.book(command)).id)
+    await north.list_practitioners()
+    before = hx.requests("GET", "/main/PractitionerRole")
+    for _ in range(3):
+        for appointment_id in theirs:
+            with pytest.raises(NotFound):
+                await north.get_appointment(appointment_id)
+    assert hx.requests("GET", "/main/PractitionerRole") - before == 2  # once per foreign role, not once per read
+
+
+async def test_a_withdrawal_halaxy_ignores_says_the_booking_stands(hx: HX, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lost-race cancel answered but not cancelled: the caller must not hear "slot taken" while it stands."""
+    adapter = hx.adapter(cancel_style="status")  # Halaxy ignores a top-level status: the patch changes nothing
+    practitioner, service, patient = await hx.ids(adapter)
+    rival = hx.emulator.front_desk_book(
+        FrontDeskBooking(
+            practitioner_role_id=practitioner, patient_id=patient, healthcare_service_id=service, start=_at(4, 11)
+        )
+    )
+    real = adapter._overlapping
+    calls = [0]
+
+    async def first_misses(*args: Any, **kwargs: Any) -> list[mapping.Busy]:
+        calls[0] += 1
+        return [] if calls[0] == 1 else await real(*args, **kwargs)
+
+    monkeypatch.setattr(adapter, "_overlapping", first_misses)  # as if the rival landed just after the check
+    with pytest.raises(OutcomeUnknown) as caught:
+        await adapter.book(
+            BookCommand(patient_id=patient, practitioner_id=practitioner, service_id=service, start=_at(4, 11))
+        )
+    assert "stands" in caught.value.message
+    mine = [a for a in hx.emulator.appointments.values() if a.start == _at(4, 11) and a.id != rival.id]
+    assert [a.attendance for a in mine] == ["booked"]  # what the error says: it stands

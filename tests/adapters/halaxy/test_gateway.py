@@ -115,7 +115,12 @@ def test_another_clinics_appointment_changes_nothing_here(live: Harness) -> None
     with live.anonymous() as client:
         answer = client.post(f"/halaxy/v1/webhooks/{live.sites[0].location_id}", content=body, headers=headers)
     assert answer.status_code == 200
-    assert answer.json() == {"accepted": False, "events": 0, "reason": "nothing this location holds changed"}
+    assert answer.json() == {
+        "accepted": False,
+        "events": 0,
+        "reason": "nothing this location holds changed",
+        "deferred": 0,
+    }
 
 
 def test_an_emr_failure_while_re_reading_is_503(live: Harness) -> None:
@@ -247,3 +252,97 @@ def test_a_patient_edited_in_halaxy_arrives_once_through_the_poll(
         assert updates[1]["data"]["patient"]["id"] == patient
         assert updates[1]["data"]["patient"]["email"] == "jane.new@example.com"
         assert run.emulator.deliveries == []  # no webhook was created: the poll alone found it
+
+
+# ---------------------------------------------------------------------------------------------- review fixes
+
+
+def _event_types(h: Harness) -> list[str]:
+    async def read() -> list[str]:
+        store = await Store.open(h.database_url, h.keyring)
+        try:
+            async with store.engine.connect() as conn:
+                rows = await conn.execute(select(events.c.type).order_by(events.c.created_at, events.c.id))
+                return [str(row.type) for row in rows]
+        finally:
+            await store.close()
+
+    return run_sync(read())
+
+
+def _post(h: Harness, body: bytes, **headers: str) -> httpx.Response:
+    secret = _emulator(h).webhook_secret
+    with h.anonymous() as client:
+        return client.post(
+            f"/halaxy/v1/webhooks/{h.sites[0].location_id}",
+            content=body,
+            headers={"Content-Type": "application/json", "Authorization": secret, **headers},
+        )
+
+
+def test_an_appointment_deleted_in_halaxy_reaches_subscribers_as_cancelled(live: Harness) -> None:
+    emulator = _emulator(live)
+    _, appointment = _booked_at_the_front_desk(emulator)
+    seen = _post(live, _notification(live, "Appointment", appointment))
+    assert (seen.status_code, seen.json()["events"]) == (200, 2)  # appointment.booked, patient.updated
+    with httpx.Client(timeout=30) as control:
+        deleted = control.post(f"{live.emulator_url}/_emulator/appointments/{appointment}/delete")
+        assert deleted.status_code == 204
+    gone = _post(live, _notification(live, "Appointment", appointment))  # "Appointment deleted": a read is 404
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["accepted"] is True
+    assert _event_types(live)[-2:] == ["appointment.cancelled", "patient.updated"]
+    again = _post(live, _notification(live, "Appointment", appointment))
+    assert again.json()["events"] == 0  # announced once
+
+
+def test_a_deletion_whose_notification_was_lost_is_caught_by_the_patients_next_one(live: Harness) -> None:
+    emulator = _emulator(live)
+    patient, appointment = _booked_at_the_front_desk(emulator)
+    assert _post(live, _notification(live, "Appointment", appointment)).json()["events"] == 2
+    emulator.front_desk_delete(appointment)  # its notification never arrives
+    emulator.edit_patient(patient, PatientEdit(phone="+61400000077"))
+    edited = _post(live, _notification(live, "Patient", patient))
+    assert edited.status_code == 200, edited.text
+    assert _event_types(live)[-2:] == ["appointment.cancelled", "patient.updated"]
+
+
+def test_the_header_is_checked_before_the_body_is_read(live: Harness) -> None:
+    """An unauthenticated sender learns nothing and costs no parsing: a body that is not JSON is 401 too (one nested
+    too deep is refused earlier still, by gateway.body_guard)."""
+    for body in (b"{not json", b'{"entry": 1}', b"x" * 60_000):
+        refused = _post(live, body, Authorization="wrong")
+        assert refused.status_code == 401, refused.text
+    assert _post(live, b"{not json").status_code == 400  # with the header, a broken body is still refused
+
+
+def test_a_notification_naming_many_resources_reads_a_bounded_number(live: Harness) -> None:
+    emulator = _emulator(live)
+    ids = [
+        emulator.create_patient({"resourceType": "Patient", "name": [{"family": "Many", "given": [f"M{n}"]}]}).id
+        for n in range(25)
+    ]
+    document = msgspec.json.decode(_notification(live, "Patient", ids[0]))
+    [event] = document["entry"][0]["resource"]["notificationEvent"]
+    document["entry"][0]["resource"]["notificationEvent"] = [
+        {**event, "eventNumber": str(n), "focus": {**event["focus"], "reference": f"{emulator.base_url}/Patient/{rid}"}}
+        for n, rid in enumerate(ids, 1)
+    ]
+    answer = _post(live, msgspec.json.encode(document))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["deferred"] == 5
+    read = [e for e in emulator.exchanges if e.method == "GET" and e.path.startswith("/main/Patient/")]
+    assert len(read) == 20
+
+
+def test_a_versioned_focus_names_its_resource(live: Harness) -> None:
+    emulator = _emulator(live)
+    patient, _ = _booked_at_the_front_desk(emulator)
+    document = msgspec.json.decode(_notification(live, "Patient", patient))
+    focus = document["entry"][0]["resource"]["notificationEvent"][0]["focus"]
+    focus["reference"] = f"{focus['reference']}/_history/3"
+    del focus["type"]  # only the reference says what changed
+    answer = _post(live, msgspec.json.encode(document))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] is True
+    assert answer.json()["events"] == 2  # the gateway's first look at this patient: appointment.booked, patient.updated
