@@ -238,6 +238,12 @@ class EMRAdapter(ABC, Generic[S, C]):
     async def changes_since(self, cursor: str | None) -> ChangeSet:
         raise Unsupported(f"{self.display_name} has no change feed")
 
+    async def lists_every_appointment(self) -> bool:
+        """Whether this account's full listing covers every appointment, deletions included (`sync --full` then
+        marks the location's facts complete). Default: the class's `full_listing_complete`; an adapter whose answer
+        depends on what the server declares (FHIR's Appointment history) overrides it."""
+        return self.full_listing_complete
+
     async def full_listing_requests(self) -> int | None:
         """How many requests `changes_since(FULL_LISTING)` will send, counting this estimate's own: `emr-gateway
         sync --full` divides it by the paced rate for an ETA. Default None: unknown (progress without an ETA)."""

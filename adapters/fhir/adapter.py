@@ -220,7 +220,8 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
     min_booking_calls: ClassVar[int] = 2
     patient_batch_size: ClassVar[int] = ID_BATCH  # `Patient?_id=a,b,c`
     # `_lastUpdated=ge2000` lists every live appointment, but a search never returns a deleted one: only a server
-    # declaring Appointment history lets the poll see deletions, and the class cannot promise that of every server.
+    # declaring Appointment history lets the poll see deletions, and the class cannot promise that of every server
+    # (`lists_every_appointment` answers per server: yes where history is declared).
     full_listing_complete: ClassVar[bool] = False
     write_settings: ClassVar[dict[str, str]] = {
         "start": "the location's time_zone",
@@ -1049,6 +1050,12 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
         return mapping.patient_of(created, self._zone_region())
 
     # ------------------------------------------------------------------------------------------------ change feed
+
+    async def lists_every_appointment(self) -> bool:
+        """A full listing misses deleted appointments unless the server declares Appointment history, which the feed
+        then reads: only then may `sync --full` mark the location's facts complete."""
+        declared = await self.declared()
+        return declared.can("Appointment", "history-type") and declared.can("Appointment", "history-instance")
 
     async def changes_since(self, cursor: str | None) -> ChangeSet:
         """Patients (account-wide) and this location's appointments with `_lastUpdated` at or after the cursor, and

@@ -18,7 +18,6 @@ import httpx
 import msgspec
 
 from adapters.base import FULL_LISTING
-from adapters.registry import get_adapter_class
 from gateway.config import GatewayConfig, write_patience
 from gateway.emr import AnyAdapter, EMRPacing, location_adapter
 from gateway.storage import activity
@@ -149,7 +148,7 @@ async def _sync(
     changes = await adapter.changes_since(cursor)
     if observer is not None:
         observer.listed(len(changes.patients), len(changes.appointments))
-    complete = full and get_adapter_class(location.emr).full_listing_complete
+    complete = full and await adapter.lists_every_appointment()
     found = await detect(
         store,
         adapter,

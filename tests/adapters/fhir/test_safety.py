@@ -298,6 +298,16 @@ async def test_an_appointment_deleted_in_the_server_reaches_the_feed_as_cancelle
     assert not FhirAdapter.full_listing_complete  # a server may declare no history: deletions cannot be promised
 
 
+async def test_a_full_listing_is_complete_only_where_deletions_can_be_read(
+    fhir: Served, http: httpx.AsyncClient
+) -> None:
+    """`sync --full` marks a location's facts complete (snapshots then come from them alone) only on a server whose
+    Appointment history the feed reads: elsewhere a deleted appointment would stay booked in the facts."""
+    clinic = await Clinic.open(fhir, http)
+    declares_history = fhir.emulator.history
+    assert await clinic.adapter.lists_every_appointment() is declares_history
+
+
 # ---------------------------------------------------------------------------------------------- 5. no times
 
 
