@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import msgspec
@@ -42,13 +41,15 @@ from gateway.console.security import (
     sign_in_token,
 )
 from gateway.console.templating import STATIC
+from gateway.errors import ValidationFailed
 from gateway.location_health import check_location
 from gateway.runtime import Runtime
 from gateway.storage.errors import UnknownLocation
 from gateway.storage.records import LocationRecord
-from gateway.storage.webhooks import WebhookStore
+from gateway.times import read_date_time, to_instant
 from gateway.usecases import keys as key_usecases
 from gateway.usecases import operators, trace
+from gateway.usecases import webhooks as hooks
 from gateway.usecases.locations import EMRUnreachable, sync_now, verify_location
 from gateway.usecases.operators import SessionRecord, SignedIn
 from schemas.verify import VerifyReport
@@ -274,7 +275,7 @@ async def revoke_key(request: Req, console_session: Session, location_id: PathId
     return await _location_page(request, console_session, found, result)
 
 
-# -- webhooks: an endpoint's delivery log and its actions (WebhookStore, as /v1/webhooks uses it) --------------------
+# -- webhooks: an endpoint's delivery log and its actions (gateway.usecases.webhooks, as /v1/webhooks uses them) ----
 
 
 async def _endpoint_page(
@@ -325,12 +326,9 @@ async def retry(
 ) -> Template:
     rt = runtime(request)
     found = await _location(rt, location_id)
-    record = await WebhookStore(rt.store).retry_delivery(found.id, endpoint_id, delivery_id)
+    record = await hooks.retry_delivery(rt.store, found.id, endpoint_id, delivery_id, actor=_actor(console_session))
     if record is None:
         raise NotFoundException()
-    await rt.store.audit(
-        location_id=found.id, actor=_actor(console_session), action="delivery.retry", target=delivery_id
-    )
     result = Result(
         kind="retry", ok=True, title=f"Delivery {delivery_id} queued again", lines=["A worker sends it now."]
     )
@@ -338,17 +336,14 @@ async def retry(
 
 
 def _since(raw: str, zone: str) -> datetime | None:
-    """An RFC 3339 instant, or a wall time (`datetime-local`) in the location's zone."""
-    text = raw.strip()
-    if not text:
+    """An RFC 3339 instant, or a wall time (`datetime-local`) in the location's zone, read as the API reads times
+    (years out of range and wall times the clocks skip are refused, not shifted); None when it is not one."""
+    if not raw.strip():
         return None
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return to_instant(read_date_time(raw, field="since"), zone, field="since")
+    except ValidationFailed:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=ZoneInfo(zone))
-    return value
 
 
 @post("/locations/{location_id:str}/webhooks/{endpoint_id:str}/replay", status_code=200)
@@ -369,12 +364,9 @@ async def replay(
             lines=[f"Give a date and time (in {found.time_zone}) to replay from."],
         )
         return await _endpoint_page(request, console_session, found, endpoint_id, result=result, status=422)
-    queued = await WebhookStore(rt.store).replay(found.id, endpoint_id, since)
+    queued = await hooks.replay(rt.store, found.id, endpoint_id, since, actor=_actor(console_session))
     if queued is None:
         raise NotFoundException()
-    await rt.store.audit(
-        location_id=found.id, actor=_actor(console_session), action="webhook.replay", target=endpoint_id
-    )
     result = Result(
         kind="replay", ok=True, title=f"{queued} event(s) queued again", lines=["Same webhook-id as the first time."]
     )
@@ -391,12 +383,9 @@ async def rotate_secret(
     rt = runtime(request)
     found = await _location(rt, location_id)
     grace = rt.config.webhook_secret_grace_seconds
-    rotated = await WebhookStore(rt.store).rotate_secret(found.id, endpoint_id, grace)
+    rotated = await hooks.rotate_secret(rt.store, found.id, endpoint_id, grace, actor=_actor(console_session))
     if rotated is None:
         raise NotFoundException()
-    await rt.store.audit(
-        location_id=found.id, actor=_actor(console_session), action="webhook.rotate", target=endpoint_id
-    )
     result = Result(
         kind="rotate",
         ok=True,
@@ -420,12 +409,9 @@ async def enable(
 ) -> Template:
     rt = runtime(request)
     found = await _location(rt, location_id)
-    record = await WebhookStore(rt.store).enable_endpoint(found.id, endpoint_id)
+    record = await hooks.enable(rt.store, found.id, endpoint_id, actor=_actor(console_session))
     if record is None:
         raise NotFoundException()
-    await rt.store.audit(
-        location_id=found.id, actor=_actor(console_session), action="webhook.enable", target=endpoint_id
-    )
     result = Result(
         kind="enable",
         ok=True,
@@ -472,6 +458,9 @@ async def trace_lookup(request: Req, console_session: Session) -> Template:
             matches = await trace.find_by_email(rt, location, value)
         except AdapterError as exc:
             error = f"The EMR could not be asked ({type(exc).__name__}): {exc.message}"
+            return await _trace_page(request, console_session, 502, error=error, form=kept, searched=True)
+        except httpx.HTTPError as exc:  # as `sync` does: an EMR unreachable at the transport is a 502 page, not a 500
+            error = f"The EMR could not be reached ({type(exc).__name__})"
             return await _trace_page(request, console_session, 502, error=error, form=kept, searched=True)
         patient_ids = [m.patient_id for m in matches][:5]
     else:

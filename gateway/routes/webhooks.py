@@ -16,6 +16,7 @@ from gateway.routes.docs import API_KEY, PROBLEMS, PathId
 from gateway.runtime import Principal
 from gateway.storage.webhooks import DeliveryRecord, EndpointRecord, WebhookStore
 from gateway.times import read_date_time
+from gateway.usecases import webhooks as hooks
 from gateway.webhooks.ssrf import TargetRefused, check_target, parse_networks
 from schemas.common import INSTANT_PATTERN
 from schemas.deliveries import Delivery, DeliveryList, DeliveryState, ReplayResult
@@ -172,8 +173,11 @@ class WebhooksController(Controller):
     async def rotate_secret(
         self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: PathId
     ) -> Webhook:
-        grace = runtime_of(request.app.state).config.webhook_secret_grace_seconds
-        rotated = await _store(request).rotate_secret(principal.location.id, webhook_id, grace)
+        rt = runtime_of(request.app.state)
+        grace = rt.config.webhook_secret_grace_seconds
+        rotated = await hooks.rotate_secret(
+            rt.store, principal.location.id, webhook_id, grace, actor=hooks.api_actor(principal.key)
+        )
         if rotated is None:
             raise _missing(webhook_id)
         record, secret = rotated
@@ -189,7 +193,9 @@ class WebhooksController(Controller):
     async def enable(
         self, request: Request[Any, Any, State], principal: NamedDependency[Principal], webhook_id: PathId
     ) -> Webhook:
-        record = await _store(request).enable_endpoint(principal.location.id, webhook_id)
+        record = await hooks.enable(
+            runtime_of(request.app.state).store, principal.location.id, webhook_id, actor=hooks.api_actor(principal.key)
+        )
         if record is None:
             raise _missing(webhook_id)
         return _webhook(record)
@@ -230,7 +236,13 @@ class WebhooksController(Controller):
         webhook_id: PathId,
         delivery_id: PathId,
     ) -> Delivery:
-        record = await _store(request).retry_delivery(principal.location.id, webhook_id, delivery_id)
+        record = await hooks.retry_delivery(
+            runtime_of(request.app.state).store,
+            principal.location.id,
+            webhook_id,
+            delivery_id,
+            actor=hooks.api_actor(principal.key),
+        )
         if record is None:
             raise NotFoundError(f"no delivery {delivery_id} for webhook {webhook_id} at this location")
         return _delivery(record)
@@ -253,7 +265,13 @@ class WebhooksController(Controller):
         ],
     ) -> ReplayResult:
         when = read_date_time(since, field="since")  # the pattern holds an offset: an instant
-        queued = await _store(request).replay(principal.location.id, webhook_id, when)
+        queued = await hooks.replay(
+            runtime_of(request.app.state).store,
+            principal.location.id,
+            webhook_id,
+            when,
+            actor=hooks.api_actor(principal.key),
+        )
         if queued is None:
             raise _missing(webhook_id)
         return ReplayResult(queued=queued)

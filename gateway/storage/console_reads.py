@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import msgspec
 from sqlalchemy import func, select
@@ -30,6 +31,13 @@ class EventDelivery(msgspec.Struct, frozen=True, kw_only=True):
     last_status_code: int | None
     last_error: str | None
     last_attempt_at: datetime | None
+
+    @property
+    def origin(self) -> str:
+        """The endpoint's scheme and host only: its path or query may carry a receiver's token, and the trace page
+        shows deliveries beside a patient's data (the endpoint page, one click away, shows the whole URL)."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
 
 
 async def delivery_counts(store: Store, location_ids: Sequence[str]) -> dict[str, dict[str, int]]:

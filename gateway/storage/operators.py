@@ -46,6 +46,10 @@ class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
     last_seen_at: datetime
     expires_at: datetime
 
+    def __repr__(self) -> str:
+        """Without the CSRF token (and the session id, the token's digest), should a record reach a log."""
+        return f"SessionRecord(operator={self.operator.id!r}, expires_at={self.expires_at.isoformat()})"
+
 
 class Throttle(msgspec.Struct, frozen=True, kw_only=True):
     failures: int

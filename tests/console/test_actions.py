@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from gateway.config import GatewayConfig
 from gateway.storage.store import Store
-from gateway.storage.tables import deliveries, sync_runs
+from gateway.storage.tables import audit_log, deliveries, sync_runs
 from gateway.storage.webhooks import WebhookStore
 from gateway.webhooks.delivery import WebhookClient, deliver_batch
 from tests.console.conftest import Console, attr, tagged
@@ -233,8 +233,46 @@ def test_rotate_shows_the_new_secret_once_and_enable_revives_a_disabled_endpoint
         console.post(f"{base}/replay", {"since": since})
         _deliver(harness)
         assert verify(secret, receiver.snapshot()[-1]) is not None
+
+        # Every action is in the audit log, whoever took it: the console's operator, or an API key through
+        # /v1/webhooks (the same use case), named by its prefix.
+        with harness.client() as api:
+            assert api.post(f"/v1/webhooks/{endpoint_id}/rotate-secret").status_code == 200
+        operator = [(actor, action) for actor, action, target in _audit(harness) if target == endpoint_id]
+        assert [a for _, a in operator] == ["webhook.enable", "webhook.rotate", "webhook.replay", "webhook.rotate"]
+        assert {actor.split(":")[0] for actor, _ in operator[:3]} == {"console"}
+        prefix = operator[3][0].removeprefix("api_key:")
+        assert operator[3][0].startswith("api_key:")
+        assert harness.sites[0].api_key.startswith(prefix)
+        assert len(prefix) < len(harness.sites[0].api_key)  # a display prefix, never the key
     finally:
         receiver.stop()
+
+
+def _audit(h: Harness) -> list[tuple[str, str, str | None]]:
+    async def go() -> list[tuple[str, str, str | None]]:
+        store = await Store.open(h.database_url, h.keyring)
+        try:
+            async with store.engine.connect() as conn:
+                query = select(audit_log.c.actor, audit_log.c.action, audit_log.c.target).order_by(audit_log.c.id)
+                return [(r.actor, r.action, r.target) for r in (await conn.execute(query)).all()]
+        finally:
+            await store.close()
+
+    return run_sync(go())
+
+
+@LOOPBACK
+def test_a_replay_time_out_of_range_or_skipped_by_the_clocks_is_refused_not_a_500(
+    console: Console, harness: Harness
+) -> None:
+    assert harness_zone(harness) == "Australia/Melbourne"
+    endpoint_id = subscribe(harness, "http://127.0.0.1:9/egw")
+    base = f"/console/locations/{harness.sites[0].location_id}/webhooks/{endpoint_id}"
+    for since in ("0001-01-01T00:00", "2026-10-04T02:30", "not a time"):  # 02:30 does not exist in Melbourne then
+        r = console.post(f"{base}/replay", {"since": since})
+        assert r.status_code == 422, (since, r.status_code)
+        assert "Nothing replayed" in r.text
 
 
 def test_actions_on_unknown_things_are_404(console: Console, harness: Harness) -> None:
