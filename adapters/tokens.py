@@ -5,11 +5,10 @@ instance: a fresh instance must not mint a new one.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
+
+from adapters.locks import LoopLocks
 
 EARLY_SECONDS = 60.0  # re-mint this long before the token expires
 DEFAULT_LIFETIME = 3600  # when `expires_in` is missing (what Practice Better integrators assume; UNCONFIRMED)
@@ -21,17 +20,7 @@ class TokenCache:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._tokens: dict[str, tuple[str, float]] = {}
-        # asyncio locks belong to one event loop; keep one per loop (tests and the CLI run several loops).
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._guard = threading.Lock()
-
-    def _lock(self, key: str) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        with self._guard:
-            per_loop = self._locks.setdefault(loop, {})
-            return per_loop.setdefault(key, asyncio.Lock())
+        self._locks = LoopLocks()
 
     def _valid(self, key: str) -> str | None:
         hit = self._tokens.get(key)
@@ -43,7 +32,7 @@ class TokenCache:
         token = self._valid(key)
         if token is not None:
             return token
-        async with self._lock(key):
+        async with self._locks.get(key):
             token = self._valid(key)  # another request minted it while this one waited
             if token is not None:
                 return token

@@ -13,13 +13,12 @@ Entries are keyed by the base URL and a digest of the key (the key itself is not
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 
+from adapters.locks import LoopLocks
 from adapters.nookal import mapping, wire
 
 TTL_SECONDS = 3600.0
@@ -37,16 +36,8 @@ class LocationCache:
         self.ttl = ttl
         self.clock = clock
         self._entries: dict[str, tuple[float, dict[str, wire.Location]]] = {}
-        # asyncio locks belong to one event loop; keep one per loop (tests and the CLI run several loops).
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._locks = LoopLocks()
         self._guard = threading.Lock()
-
-    def _lock(self, account: str) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        with self._guard:
-            return self._locks.setdefault(loop, {}).setdefault(account, asyncio.Lock())
 
     def _held(self, account: str, location_id: str) -> wire.Location | None:
         entry = self._entries.get(account)
@@ -69,7 +60,7 @@ class LocationCache:
         held = self._held(account, location_id)
         if held is not None:
             return held
-        async with self._lock(account):
+        async with self._locks.get(account):
             held = self._held(account, location_id)  # another instance read it while this one waited
             if held is not None:
                 return held

@@ -109,7 +109,7 @@ class GhlSide:
         self.sync.tick()
         self.sync.build_gateway_writes()
 
-    def push(self, worker: str = "ghl-worker", rounds: int = 50) -> int:
+    def push(self, worker: str = "ghl-worker", rounds: int = 50, timeout: float = 10.0) -> int:
         """Push ticks until one claims nothing; returns how many pushes were claimed."""
 
         async def go(rt: Runtime) -> int:
@@ -121,7 +121,7 @@ class GhlSide:
                 total += taken
             return total
 
-        return self.run(go)
+        return self.run(go, timeout)
 
     def push_together(self, workers: int = 3) -> int:
         """Several workers ticking at once (what replicas sharing a database do)."""
@@ -137,11 +137,12 @@ class GhlSide:
 
         return self.run(go)
 
-    def drain(self, seconds: float = 30.0) -> None:
-        """Pushes until nothing is pending or retrying (waiting out pauses and retry delays)."""
+    def drain(self, seconds: float = 30.0, timeout: float = 10.0) -> None:
+        """Pushes until nothing is pending or retrying (waiting out pauses and retry delays); `timeout` is the HTTP
+        client's, so a test can make an answer that is held back count as lost."""
         deadline = time.monotonic() + seconds
         while True:
-            self.push()
+            self.push(timeout=timeout)
             counts = self.counts()
             if not any(counts.get(state, 0) for state in db.UNFINISHED):
                 return

@@ -228,18 +228,16 @@ def test_a_ghl_outage_is_retried_and_a_lost_create_is_found_not_repeated(ghl: Gh
         },
     ).raise_for_status()
     ghl.emulator.set_quirks(GhlQuirks(create_422_after_apply=1, message="Jane Citizen jane.citizen@example.com"))
-    with ghl.h.client() as c:
-        dead = [i["id"] for i in c.get("/v1/ghl/sync-log", params={"status": "dead"}).json()["items"]]
-    ghl.run(lambda rt: _replay(rt, ghl.location_id))
-    ghl.drain()
+    assert ghl.run(lambda rt: _replay(rt, ghl.location_id)) >= 1
+    ghl.drain(timeout=1.0)  # the calendar create's answer, held 3 s, is lost to a 1 s client
+    assert ghl.emulator.quirks.create_422_after_apply == 0  # the contact create's 422-after-apply happened too
     contact = only(ghl.contacts())
-    event = only(ghl.events())
+    event = only(ghl.events())  # found after its lost answer, not created twice
     assert event["contactId"] == contact["id"]
     with ghl.h.client() as c:
         text = c.get("/v1/ghl/sync-log").text
     assert "jane.citizen" not in text
     assert "Citizen" not in text
-    assert dead is not None
 
 
 async def _replay(rt: object, location_id: str) -> int:
@@ -268,8 +266,6 @@ def test_a_mirrored_appointment_echoed_back_by_ghl_books_nothing(ghl: GhlSide) -
             assert r.json()["ignored"] is True
     assert ghl.h.emulator.stats().appointments == before
     assert only(ghl.events())["appointmentStatus"] == "confirmed"
-    # GHL's own marketplace webhook for the event it created is recorded by the emulator; the same rule answers it.
-    assert any(w["appointment"]["id"] == event["id"] for w in ghl.emulator.webhooks)
 
 
 def test_busy_mode_mirrors_only_blocked_time(ghl: GhlSide) -> None:

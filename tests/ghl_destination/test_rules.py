@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from adapters.errors import AlreadyCancelled, OutcomeUnknown, SlotUnavailable
+from adapters.ghl import wire
 from gateway.ghl.destination import fields, tags
+from gateway.ghl.destination.contacts import dropped
+from gateway.ghl.destination.push import failure_of
 from gateway.ghl.destination.settings import GhlSettings
 from schemas.appointments import AppointmentStatus
 from schemas.patients import Patient
@@ -87,3 +91,17 @@ def test_the_readme_field_and_tag_tables_are_the_code() -> None:
         assert f"| `{spec.key}` ({spec.name}) | {spec.data_type} | {spec.source} |" in readme
     for rule in tags.RULES:
         assert f"| `emr:{rule.suffix}` | {rule.meaning} |" in readme
+
+
+def test_a_phone_ghl_shows_in_national_form_is_the_one_sent() -> None:
+    body = wire.ContactWrite(phone="+61412345678")
+    assert "phone" not in dropped(body, wire.Contact(id="c", phone="0412 345 678"), "AU")
+    assert "phone" not in dropped(body, wire.Contact(id="c", phone="+61 412 345 678"), "AU")
+    # The same last nine digits in another country is another phone (a last-digits comparison took it as kept).
+    assert "phone" in dropped(body, wire.Contact(id="c", phone="+64412345678"), "AU")
+
+
+def test_an_adapter_error_subclass_keeps_its_family_code() -> None:
+    assert failure_of(AlreadyCancelled("cancelled"))[0] == "ghl_rejected"
+    assert failure_of(SlotUnavailable("taken"))[0] == "ghl_error"  # no family of its own among GHL's codes
+    assert failure_of(OutcomeUnknown("lost", operation_id="op"))[0] == "ghl_error"

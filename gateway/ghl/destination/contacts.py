@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +25,8 @@ import msgspec
 from adapters.errors import NotFound, Rejected, Timeout, Unavailable
 from adapters.ghl import wire
 from adapters.ghl.client import GhlClient
+from adapters.locks import LoopLocks
+from adapters.phones import e164, region_for_zone
 from gateway.ghl.destination import fields, tags
 from gateway.ghl.destination.errors import PushFailed
 from gateway.ghl.destination.settings import ExtraField, GhlSettings
@@ -38,7 +39,7 @@ SOURCE = "EMR Gateway"
 CREATE_LOCK_SECONDS = 30.0  # a holder that died frees it after this
 CREATE_LOCK_WAIT = 20.0
 _HOLDER = f"{socket.gethostname()[:60]}:{os.getpid()}"
-_LOCAL_LOCKS: dict[str, asyncio.Lock] = {}
+_LOCAL_LOCKS = LoopLocks()  # one lock per location and event loop
 
 
 class Target(msgspec.Struct, kw_only=True):
@@ -153,7 +154,7 @@ class Contacts:
 
     @contextlib.asynccontextmanager
     async def _creating(self) -> AsyncIterator[None]:
-        local = _LOCAL_LOCKS.setdefault(self.location_id, asyncio.Lock())
+        local = _LOCAL_LOCKS.get(self.location_id)
         async with local:
             holder = f"{_HOLDER}:{id(self)}"
             deadline = time.monotonic() + CREATE_LOCK_WAIT
@@ -218,7 +219,7 @@ class Contacts:
             if stored is None:
                 await db.forget_contact(self.store, self.location_id, patient_id)
                 raise PushFailed("ghl_contact_gone", "the GHL contact vanished right after it was written")
-            missing = dropped(target.body, stored)
+            missing = dropped(target.body, stored, region_for_zone(self.zone))
             if not missing:
                 return stored
             if attempt == 0:
@@ -227,10 +228,6 @@ class Contacts:
             "ghl_field_dropped",
             "GoHighLevel did not keep: " + ", ".join(sorted(missing)),
         )
-
-
-def _digits(phone: str | None) -> str:
-    return re.sub(r"\D", "", phone or "")[-9:]
 
 
 def _same(wanted: object, stored: object) -> bool:
@@ -244,12 +241,13 @@ def _same(wanted: object, stored: object) -> bool:
     return str(wanted) == str(stored)
 
 
-def dropped(body: wire.ContactWrite, stored: wire.Contact) -> set[str]:
-    """Names (never values) of what the contact should hold and does not."""
+def dropped(body: wire.ContactWrite, stored: wire.Contact, region: str | None = None) -> set[str]:
+    """Names (never values) of what the contact should hold and does not. Phones are compared as E.164
+    (adapters.phones), a national form GoHighLevel shows read in the location's country."""
     missing: set[str] = set()
     if body.email and (stored.email or "").lower() != body.email.lower():
         missing.add("email")
-    if body.phone and _digits(stored.phone) != _digits(body.phone):
+    if body.phone and e164(stored.phone, region) != e164(body.phone, region):
         missing.add("phone")
     if body.first_name and (stored.first_name or "").lower() != body.first_name.lower():
         missing.add("firstName")

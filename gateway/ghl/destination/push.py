@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
+from adapters import errors as ae
 from adapters.errors import AdapterError, AuthFailed, RateLimited
 from adapters.ghl.client import GhlClient
 from adapters.pacing import RateLimit, paced_client
@@ -241,15 +242,19 @@ def failure_of(exc: PushFailed | AdapterError) -> tuple[str, str, int | None, bo
     """(code, message, GHL status, final). Adapter messages are the gateway's own words (never GHL's text)."""
     if isinstance(exc, PushFailed):
         return exc.code, exc.message, exc.ghl_status, exc.final
-    code = {
-        "AuthFailed": "ghl_auth_failed",
-        "NotFound": "ghl_not_found",
-        "Rejected": "ghl_rejected",
-        "Unavailable": "ghl_unavailable",
-        "Timeout": "ghl_timeout",
-        "ContractChanged": "ghl_contract_changed",
-    }.get(type(exc).__name__, "ghl_error")
+    # The nearest mapped class (as gateway.problems maps errors): AlreadyCancelled is a Rejected, and so on.
+    code = next((FAILURE_CODES[c] for c in type(exc).__mro__ if c in FAILURE_CODES), "ghl_error")
     return code, exc.message, exc.emr_status, False
+
+
+FAILURE_CODES: dict[type[Exception], str] = {
+    ae.AuthFailed: "ghl_auth_failed",
+    ae.NotFound: "ghl_not_found",
+    ae.Rejected: "ghl_rejected",
+    ae.Unavailable: "ghl_unavailable",
+    ae.Timeout: "ghl_timeout",
+    ae.ContractChanged: "ghl_contract_changed",
+}
 
 
 _last_sweep: dict[int, datetime] = {}
