@@ -31,8 +31,6 @@ failed delivery is not documented.
 
 from __future__ import annotations
 
-import hmac
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -45,19 +43,12 @@ from adapters.halaxy.adapter import HalaxyAdapter
 from adapters.halaxy.settings import HalaxyCredentials, HalaxySettings
 from adapters.halaxy.wire import Notification
 from gateway.auth import runtime_of
-from gateway.catalog import Catalog
-from gateway.emr import AnyAdapter
-from gateway.errors import NotFoundError, Unauthorized
+from gateway.errors import Unauthorized
 from gateway.routes.docs import PROBLEMS, PathId
+from gateway.routes.emr_webhooks import emr_location, same_secret
 from gateway.runtime import Runtime
-from gateway.storage import sync as db
 from gateway.storage.records import LocationRecord
-from gateway.sync.detector import GONE, appointment_of, detect
-from gateway.times import now_utc
-from gateway.webhooks import wakeup
-from schemas.appointments import Appointment, AppointmentStatus
-from schemas.changes import ChangeSet
-from schemas.commands import AppointmentQuery
+from gateway.sync.targeted import Deletions, resync_patients
 from schemas.patients import Patient
 
 Req = Request[Any, Any, State]
@@ -76,22 +67,19 @@ class NotificationOutcome(msgspec.Struct, kw_only=True):
 
 
 async def _location(runtime: Runtime, location_id: str) -> tuple[LocationRecord, HalaxySettings, HalaxyCredentials]:
-    location = await runtime.store.get_location(location_id)
-    if location is None or location.emr != HalaxyAdapter.slug:
-        raise NotFoundError("no Halaxy location with this id")
-    raw = await runtime.store.get_credentials(location.id)
-    settings = msgspec.json.decode(location.settings_json, type=HalaxySettings)
-    return location, settings, msgspec.json.decode(raw, type=HalaxyCredentials)
+    location, credentials = await emr_location(
+        runtime, location_id, slug=HalaxyAdapter.slug, name="Halaxy", credentials=HalaxyCredentials
+    )
+    return location, msgspec.json.decode(location.settings_json, type=HalaxySettings), credentials
 
 
 def authentic(secret: str | None, presented: str | None) -> bool:
-    """The configured value, as is or after `Bearer `, compared in constant time (as bytes: compare_digest refuses
-    str with non-ASCII characters)."""
-    if not secret or presented is None:
+    """The configured value, as is or after `Bearer `, compared in constant time."""
+    if presented is None:
         return False
     value = presented.strip()
     candidates = [value, value[7:].strip()] if value.lower().startswith("bearer ") else [value]
-    return any(hmac.compare_digest(secret.encode(), c.encode()) for c in candidates)
+    return any(same_secret(secret, c) for c in candidates)
 
 
 async def _authenticate(request: Req) -> None:
@@ -101,48 +89,6 @@ async def _authenticate(request: Req) -> None:
     if not authentic(credentials.webhook_secret, request.headers.get(settings.webhook_header)):
         raise Unauthorized("the notification's authentication header is missing or wrong")
     setattr(request.state, LOCATION_KEY, location)
-
-
-def _removed(
-    appointment_id: str, fact: db.StoredAppointment, location: LocationRecord, now: datetime
-) -> Appointment | None:
-    """A stored appointment Halaxy no longer has, as cancelled (None for a row stored before facts were kept)."""
-    shown = appointment_of(appointment_id, fact, location)
-    if shown is None:
-        return None
-    stamp = max(now, fact.emr_updated_at) if fact.emr_updated_at is not None else now
-    return msgspec.structs.replace(shown, status=AppointmentStatus.CANCELLED, updated_at=stamp)
-
-
-async def _gone_since(
-    adapter: AnyAdapter,
-    location: LocationRecord,
-    stored: dict[str, dict[str, db.StoredAppointment]],
-    listed: set[str],
-    vanished: set[str],
-    now: datetime,
-) -> list[Appointment]:
-    """The stored appointments of re-snapshotted patients that Halaxy no longer has: not listed now, and read as not
-    found (already, for a notification's own focus; once more here for the others, at most MAX_FOCUSES reads)."""
-    out: list[Appointment] = []
-    reads = 0
-    for theirs in stored.values():
-        for appointment_id, fact in sorted(theirs.items()):
-            if appointment_id in listed or AppointmentStatus(fact.status) in GONE:
-                continue
-            if appointment_id not in vanished:
-                if reads >= MAX_FOCUSES:
-                    continue
-                reads += 1
-                try:
-                    await adapter.get_appointment(appointment_id)
-                    continue  # still there: a listing that lags, not a deletion
-                except NotFound:
-                    pass
-            removed = _removed(appointment_id, fact, location, now)
-            if removed is not None:
-                out.append(removed)
-    return out
 
 
 async def _targeted_sync(runtime: Runtime, location: LocationRecord, notification: Notification) -> NotificationOutcome:
@@ -169,38 +115,11 @@ async def _targeted_sync(runtime: Runtime, location: LocationRecord, notificatio
                 patients[patient_id] = await adapter.get_patient(patient_id)
         except NotFound:
             continue  # a patient deleted since
-    async with runtime.store.engine.connect() as conn:
-        facts = await db.load_appointments(conn, location.id, vanished)  # another clinic's: none stored here
-    affected = set(patients) | {fact.patient_id for fact in facts.values()}
-    if not affected:
-        return NotificationOutcome(accepted=False, reason="nothing this location holds changed", deferred=deferred)
-
-    # What is stored of them is read before Halaxy lists theirs: an appointment stored after this is listed.
-    async with runtime.store.engine.connect() as conn:
-        stored = await db.load_patient_appointments(conn, location.id, affected)
-    appointments: list[Appointment] = []
-    for patient_id in sorted(affected):
-        try:
-            appointments += await adapter.list_appointments(AppointmentQuery(patient_id=patient_id))
-        except NotFound:
-            continue
-    now = now_utc()
-    removed = await _gone_since(adapter, location, stored, {a.id for a in appointments}, vanished, now)
-
-    async def catalog() -> Catalog:
-        return await runtime.catalogs.get(location.id, adapter)
-
-    found = await detect(
-        runtime.store,
-        adapter,
-        location,
-        ChangeSet(patients=list(patients.values()), appointments=appointments + removed, cursor=""),
-        catalog=catalog,
-        now=now,
-        resnapshot=frozenset(affected),
+    found = await resync_patients(
+        runtime, location, adapter, patients, deletions=Deletions(vanished=vanished, max_reads=MAX_FOCUSES)
     )
-    if found.events:
-        wakeup.notify()
+    if found is None:
+        return NotificationOutcome(accepted=False, reason="nothing this location holds changed", deferred=deferred)
     return NotificationOutcome(accepted=True, events=len(found.events), deferred=deferred)
 
 

@@ -10,7 +10,6 @@ re-reading is 503, which makes Practice Better retry.
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Annotated, Any
 
@@ -25,16 +24,12 @@ from adapters.practicebetter.adapter import PracticeBetterAdapter
 from adapters.practicebetter.settings import PracticeBetterCredentials
 from adapters.practicebetter.wire import WebhookNotification
 from gateway.auth import runtime_of
-from gateway.catalog import Catalog
-from gateway.errors import NotFoundError, Unauthorized
+from gateway.errors import Unauthorized
 from gateway.routes.docs import PROBLEMS, PathId
+from gateway.routes.emr_webhooks import emr_location, same_secret
 from gateway.runtime import Runtime
 from gateway.storage.records import LocationRecord
-from gateway.sync.detector import detect
-from gateway.times import now_utc
-from gateway.webhooks import wakeup
-from schemas.changes import ChangeSet
-from schemas.commands import AppointmentQuery
+from gateway.sync.targeted import resync_patients
 
 Req = Request[Any, Any, State]
 
@@ -51,11 +46,13 @@ class WebhookOutcome(msgspec.Struct, kw_only=True):
 
 
 async def _location(runtime: Runtime, location_id: str) -> tuple[LocationRecord, PracticeBetterCredentials]:
-    location = await runtime.store.get_location(location_id)
-    if location is None or location.emr != PracticeBetterAdapter.slug:
-        raise NotFoundError("no Practice Better location with this id")
-    raw = await runtime.store.get_credentials(location.id)
-    return location, msgspec.json.decode(raw, type=PracticeBetterCredentials)
+    return await emr_location(
+        runtime,
+        location_id,
+        slug=PracticeBetterAdapter.slug,
+        name="Practice Better",
+        credentials=PracticeBetterCredentials,
+    )
 
 
 async def _targeted_sync(runtime: Runtime, location: LocationRecord, event: WebhookNotification) -> WebhookOutcome:
@@ -74,23 +71,8 @@ async def _targeted_sync(runtime: Runtime, location: LocationRecord, event: Webh
         patient = await adapter.get_patient(patient_id)
     except NotFound:
         return WebhookOutcome(accepted=False, reason="the record no longer exists")
-    sessions = await adapter.list_appointments(AppointmentQuery(patient_id=patient_id))
-
-    async def catalog() -> Catalog:
-        return await runtime.catalogs.get(location.id, adapter)
-
-    found = await detect(
-        runtime.store,
-        adapter,
-        location,
-        ChangeSet(patients=[patient], appointments=sessions, cursor=""),
-        catalog=catalog,
-        now=now_utc(),
-        resnapshot=frozenset({patient_id}),
-    )
-    if found.events:
-        wakeup.notify()
-    return WebhookOutcome(accepted=True, events=len(found.events))
+    found = await resync_patients(runtime, location, adapter, {patient_id: patient})
+    return WebhookOutcome(accepted=True, events=len(found.events) if found is not None else 0)
 
 
 SignatureHeader = HeaderParameter(
@@ -115,9 +97,7 @@ class PracticeBetterWebhooksController(Controller):
         verification_token: FromQuery[str],
     ) -> Challenge:
         _, credentials = await _location(runtime_of(request.app.state), location_id)
-        expected = credentials.webhook_verification_token
-        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a mismatch).
-        if not expected or not hmac.compare_digest(expected.encode(), verification_token.encode()):
+        if not same_secret(credentials.webhook_verification_token, verification_token):
             raise Unauthorized("the verification token does not match this location's")
         return Challenge(challenge=challenge, timestamp=int(time.time()))
 

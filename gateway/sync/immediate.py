@@ -16,11 +16,10 @@ from datetime import timedelta
 import msgspec
 from sqlalchemy.engine import Connection
 
-from gateway.catalog import Catalog
 from gateway.runtime import Runtime
 from gateway.storage import gateway_writes
 from gateway.storage.records import LocationRecord
-from gateway.sync.detector import detect
+from gateway.sync.targeted import detect_now
 from gateway.times import now_utc
 from gateway.webhooks import wakeup
 from schemas.appointments import Appointment
@@ -47,19 +46,8 @@ def job(location: LocationRecord, appointment: Appointment, kind: EventType) -> 
 
 async def build_events(runtime: Runtime, location: LocationRecord, appointment: Appointment, kind: EventType) -> None:
     adapter = await runtime.adapters.get(location)
-
-    async def catalog() -> Catalog:
-        return await runtime.catalogs.get(location.id, adapter)
-
-    await detect(
-        runtime.store,
-        adapter,
-        location,
-        ChangeSet(patients=[], appointments=[appointment], cursor=""),
-        catalog=catalog,
-        now=now_utc(),
-        hints={appointment.id: kind},
-    )
+    changes = ChangeSet(patients=[], appointments=[appointment], cursor="")
+    await detect_now(runtime, location, adapter, changes, hints={appointment.id: kind})
 
 
 async def process_tick(runtime: Runtime, worker_id: str, limit: int = 50) -> int:
