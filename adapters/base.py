@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import ClassVar, Generic, TypeVar
 
 import httpx
@@ -14,7 +14,7 @@ import msgspec
 from adapters import probes, verify
 from adapters.errors import NotFound, Unsupported
 from adapters.pacing import RateLimit
-from adapters.reconcile import reconciled
+from adapters.reconcile import FAR_FUTURE, reconciled
 from adapters.verify import Written
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.availability import Slot
@@ -75,7 +75,6 @@ class AdapterContext(msgspec.Struct, kw_only=True):
 _FIND_WINDOW = timedelta(minutes=1)
 # The cursor that asks a change feed for everything it holds: before any EMR's records.
 FULL_LISTING = "2000-01-01T00:00:00Z"
-_FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 S = TypeVar("S", bound=Settings)
 C = TypeVar("C", bound=Credentials)
 W = TypeVar("W")
@@ -222,7 +221,7 @@ class EMRAdapter(ABC, Generic[S, C]):
             if marked or any(a.operation_id is not None for a in found):
                 found = marked  # another operation's booking at the same time is not this one
         # The earliest made (ids compared as numbers where they are: "10" is after "9").
-        return min(found, key=lambda a: (a.created_at or _FAR_FUTURE, len(a.id), a.id)) if found else None
+        return min(found, key=lambda a: (a.created_at or FAR_FUTURE, len(a.id), a.id)) if found else None
 
     async def get_patients(self, patient_ids: list[str]) -> list[Patient]:
         """The patients that still exist of `patient_ids` (any order, gone ones left out). Default: one read each;

@@ -14,6 +14,7 @@ import collections
 import contextlib
 import datetime
 import enum
+import math
 import socket
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -224,6 +225,29 @@ class WindowLimiter:
             if count > self.limit:
                 return start + self.window
         return None
+
+
+class SlidingWindowLimiter:
+    """`limit` requests in any `window` seconds per caller (Halaxy: 500 a minute, a sliding window)."""
+
+    def __init__(self, limit: int, clock: Callable[[], float], window: float = 60.0) -> None:
+        self.limit = limit
+        self.clock = clock
+        self.window = window
+        self._lock = threading.Lock()
+        self._hits: dict[str, collections.deque[float]] = {}
+
+    def hit(self, caller: str = "") -> tuple[int, int | None]:
+        """(remaining after this request, None) when allowed; (0, whole seconds to wait) when refused."""
+        now = self.clock()
+        with self._lock:
+            hits = self._hits.setdefault(caller, collections.deque())
+            while hits and hits[0] <= now - self.window:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return 0, max(1, math.ceil(hits[0] + self.window - now))
+            hits.append(now)
+            return self.limit - len(hits), None
 
 
 # ---------------------------------------------------------------------------------------------- traffic

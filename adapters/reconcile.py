@@ -7,6 +7,9 @@ balancer), adopts it when it appears, and otherwise answers `OutcomeUnknown` wit
 gateway's reconciler keeps watching. A create is never sent again (a late original would make two); an update or a
 cancel, which lands the same way twice, may be sent once more after the EMR confirmed the first did not land.
 A 503 (the EMR itself refusing) is looked up once and otherwise reported as nothing written.
+
+A booking that two callers raced into one slot is settled once written (`settle_race`): the earlier-created one
+(`race_key`) keeps the time and the later is withdrawn.
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
-from adapters.errors import AdapterError, OutcomeUnknown, Unavailable
+from adapters.errors import AdapterError, OutcomeUnknown, SlotUnavailable, Unavailable
 
 T = TypeVar("T")
 
 DEFAULT_PATIENCE = 40.0
 # Statuses that can come from a proxy while the EMR behind it still finishes the write.
 AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
+# Where a record with no creation stamp sorts: after every stamped one.
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 
 
 class AmbiguousWrite(Exception):
@@ -111,3 +117,54 @@ async def reconciled(
         raise Unavailable(f"{emr} did not answer the {what} twice ({cause}); checked, nothing was written")
     # A create absent for the whole patience may still land late: only the gateway's reconciler can settle it.
     raise unknown(emr, what, cause, operation_id)
+
+
+# ------------------------------------------------------------------------------------------------ racing bookings
+
+
+def race_key(created_at: datetime | None, ident: str) -> tuple[datetime, int, str]:
+    """The order of bookings that raced into one slot: the earlier-created keeps it, then the lower id (ids compared
+    as numbers where they are: "10" is after "9"); an unstamped one sorts last."""
+    return (created_at or FAR_FUTURE, len(ident), ident)
+
+
+def withdrawal_failed(appointment_id: str, detail: str | None = None) -> OutcomeUnknown:
+    """The new booking of a lost race could not be withdrawn: it stands beside the other one."""
+    what = detail or f"withdrawing the new appointment {appointment_id} failed"
+    return OutcomeUnknown(
+        f"a double booking was detected and {what}; the booking stands and it needs a person to look at it",
+        operation_id=str(uuid.uuid4()),
+    )
+
+
+async def settle_race(
+    *,
+    lost: Callable[[], Awaitable[bool]],
+    withdraw: Callable[[], Awaitable[None]],
+    emr: str,
+    appointment_id: str,
+    slot: str = "slot",
+) -> None:
+    """Once a booking is written, look again (`lost`: did an earlier-created rival take the same time?). A lost race
+    withdraws the booking and answers SlotUnavailable, so exactly one of two racing bookings survives. A look that
+    fails withdraws too, answering Unavailable: an unverifiable race check is not "no conflict". `withdraw` raises
+    on failure (an `OutcomeUnknown` of its own is passed on; any other failure becomes `withdrawal_failed`)."""
+    try:
+        conflicted = await lost()
+    except AdapterError:
+        await _withdrawn(withdraw, appointment_id)
+        raise Unavailable(
+            f"{emr} could not confirm the {slot} was still free after booking; the booking was withdrawn"
+        ) from None
+    if conflicted:
+        await _withdrawn(withdraw, appointment_id)
+        raise SlotUnavailable(f"the {slot} was taken at the same moment; the new booking was cancelled")
+
+
+async def _withdrawn(withdraw: Callable[[], Awaitable[None]], appointment_id: str) -> None:
+    try:
+        await withdraw()
+    except OutcomeUnknown:
+        raise
+    except (AdapterError, AmbiguousWrite):
+        raise withdrawal_failed(appointment_id) from None

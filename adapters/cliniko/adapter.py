@@ -37,7 +37,7 @@ from adapters.http import DEFAULT_RETRY, RetryPolicy
 from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
 from adapters.probes import ProbeFn
-from adapters.reconcile import AmbiguousWrite, unknown
+from adapters.reconcile import AmbiguousWrite, race_key, settle_race, unknown
 from adapters.stamps import settled_cursor
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
@@ -218,8 +218,8 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
         rivals = await self._overlapping(practitioner_id, created.starts_at, created.ends_at, exclude_id=created.id)
         if not rivals:
             return True
-        mine = (created.created_at, int(created.id))
-        return any((r.created_at, int(r.id)) < mine for r in rivals)
+        mine = race_key(created.created_at, created.id)
+        return any(race_key(r.created_at, r.id) < mine for r in rivals)
 
     async def _has_conflicts(self, appointment_id: str) -> bool:
         conflicts = await self.client.get(f"{APPOINTMENTS}/{appointment_id}/conflicts", wire.Conflicts)
@@ -276,24 +276,19 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
             return mine[0] if mine else None
 
         created = await self._reconciled(create, landed, "booking", resend=False, operation_id=command.operation_id)
-        try:
-            conflicted = await self._lost_race(created, command.practitioner_id)
-        except AdapterError:
-            # Could not look: an unverifiable race check is not "no conflict". Withdraw rather than risk two.
-            await self._undo_race(created.id)
-            raise Unavailable(
-                "Cliniko could not confirm the slot was still free after booking; the booking was withdrawn"
-            ) from None
-        if conflicted:
-            await self._undo_race(created.id)
-            raise SlotUnavailable("the slot was taken at the same moment; the new booking was cancelled")
+        await settle_race(
+            lost=lambda: self._lost_race(created, command.practitioner_id),
+            withdraw=lambda: self._undo_race(created.id),
+            emr=EMR_NAME,
+            appointment_id=created.id,
+        )
         asked = Asked(start=start, end=end, practitioner_id=command.practitioner_id, patient_id=command.patient_id)
         return Written(stored=self._appointment(created), asked=asked)
 
     async def _undo_race(self, appointment_id: str) -> None:
         """The losing duplicate is archived, not cancelled: the caller was never told it existed, so it must not
         linger as a cancelled "ghost" in the clinic's calendar (Cliniko hides archived appointments). If archiving
-        fails it is cancelled with a note instead; if that fails too, a person must look."""
+        fails it is cancelled with a note instead; if that fails too, it raises (`settle_race`: a person must look)."""
         try:
             await self.client.post_no_content(f"{APPOINTMENTS}/{appointment_id}/archive")
             return
@@ -302,14 +297,7 @@ class ClinikoAdapter(EMRAdapter[ClinikoSettings, ClinikoCredentials]):
         body = wire.IndividualAppointmentCancel(
             cancellation_reason=mapping.cancel_code(CancelReason.OTHER), cancellation_note=RACE_NOTE
         )
-        try:
-            await self.client.patch_no_content(f"{APPOINTMENTS}/{appointment_id}/cancel", body)
-        except (AdapterError, AmbiguousWrite):
-            raise OutcomeUnknown(
-                f"a double booking was detected and withdrawing the new appointment {appointment_id} failed; "
-                "it needs a person to look at it",
-                operation_id=str(uuid.uuid4()),
-            ) from None
+        await self.client.patch_no_content(f"{APPOINTMENTS}/{appointment_id}/cancel", body)
 
     async def _reschedule(self, command: RescheduleCommand) -> Written:
         current = await self._fetch(command.appointment_id)

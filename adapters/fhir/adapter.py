@@ -91,7 +91,7 @@ from adapters.http import RetryPolicy
 from adapters.markers import operation_of, with_marker, without_marker
 from adapters.pacing import RateLimit
 from adapters.probes import ProbeFn
-from adapters.reconcile import AmbiguousWrite
+from adapters.reconcile import FAR_FUTURE, AmbiguousWrite, settle_race
 from adapters.stamps import parse_time, settled_cursor
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus, CancelReason
@@ -123,7 +123,6 @@ CLASH_LOOKBACK = timedelta(hours=12)  # an appointment that starts this long bef
 FIND_WINDOW = timedelta(minutes=1)
 SLOT_REFUSED = "the server refused: that time is no longer available"
 ENDED = frozenset({"cancelled", "entered-in-error"})
-FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 WITHDRAWN = "withdrawn by the gateway: the time was booked at the same moment"
 
 
@@ -480,8 +479,7 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
             mine = [a for a in mine if operation_of(a.comment) in (command.operation_id, None)]
             marked = [a for a in mine if operation_of(a.comment) == command.operation_id]
             mine = marked or mine
-        far = datetime.max.replace(tzinfo=UTC)
-        return min(mine, key=lambda a: (a.created or far, a.id or "")) if mine else None
+        return min(mine, key=lambda a: (a.created or FAR_FUTURE, a.id or "")) if mine else None
 
     async def _book(self, command: BookCommand) -> Written:
         declared = await self._needs(Capability.BOOK)
@@ -548,35 +546,32 @@ class FhirAdapter(EMRAdapter[FhirSettings, FhirCredentials]):
         practitioner_id = mapping.actor_id(mine, "Practitioner")
         if practitioner_id is None or mine.start is None or mine.end is None:
             return
-        try:
-            around = await self._around(practitioner_id, mine.start, mine.end)
-        except AdapterError:
-            await self._withdraw(mine)
-            raise Unavailable(
-                "the FHIR server could not confirm the time was still free after booking; the booking was withdrawn"
-            ) from None
-        rivals = [a for a in around or [] if a.id != mine.id and _overlaps(a, mine.start, mine.end)]
-        if any(_made(r) < _made(mine) for r in rivals):
-            await self._withdraw(mine)
-            raise SlotUnavailable("the time was taken at the same moment; the new booking was cancelled")
+        start, end = mine.start, mine.end
 
-    async def _withdraw(self, appointment: wire.Appointment) -> None:
-        """Cancel a booking its caller is never told of (a lost race): read as stored, PUT back cancelled."""
-        appointment_id = mapping.require_id(appointment, "Appointment")
-        try:
-            current, raw = await self.client.read_json(wire.Appointment, appointment_id)
-            body = dict(raw)
-            body["status"] = "cancelled"
-            reason = mapping.cancel_reason_concept(CancelReason.OTHER, WITHDRAWN)
-            body["cancelationReason"] = msgspec.to_builtins(reason)
-            _strip_meta(body)
-            await self._putter(current, body, SLOT_REFUSED)()
-        except (AdapterError, AmbiguousWrite):
-            raise OutcomeUnknown(
-                f"a double booking was detected and withdrawing the new appointment {appointment_id} failed; "
-                "it needs a person to look at it",
-                operation_id=str(uuid.uuid4()),
-            ) from None
+        async def lost() -> bool:
+            around = await self._around(practitioner_id, start, end)
+            rivals = [a for a in around or [] if a.id != mine.id and _overlaps(a, start, end)]
+            return any(_made(r) < _made(mine) for r in rivals)
+
+        appointment_id = mapping.require_id(mine, "Appointment")
+        await settle_race(
+            lost=lost,
+            withdraw=lambda: self._withdraw(appointment_id),
+            emr=EMR_NAME,
+            appointment_id=appointment_id,
+            slot="time",
+        )
+
+    async def _withdraw(self, appointment_id: str) -> None:
+        """Cancel a booking its caller is never told of (a lost race): read as stored, PUT back cancelled. A failure
+        raises (`settle_race` makes it OutcomeUnknown)."""
+        current, raw = await self.client.read_json(wire.Appointment, appointment_id)
+        body = dict(raw)
+        body["status"] = "cancelled"
+        reason = mapping.cancel_reason_concept(CancelReason.OTHER, WITHDRAWN)
+        body["cancelationReason"] = msgspec.to_builtins(reason)
+        _strip_meta(body)
+        await self._putter(current, body, SLOT_REFUSED)()
 
     def _participants(self, command: BookCommand, status: str) -> list[wire.AppointmentParticipant]:
         return [

@@ -73,6 +73,9 @@ class TokenAnswer(msgspec.Struct, kw_only=True):
     token_type: str | None = None
 
 
+CONFLICT_CODES = frozenset({"conflict", "duplicate"})
+
+
 class Conflict(Rejected):
     """409/412: the server refused a write because of what it holds (a taken slot, a changed version)."""
 
@@ -122,7 +125,8 @@ def error_for(response: httpx.Response, emr: str) -> AdapterError:
         )
     if status in (404, 410):
         return NotFound(f"{emr} has no such record", emr_status=status, emr_message=detail)
-    if status in (409, 412):
+    if status in (409, 412) or (400 <= status < 500 and CONFLICT_CODES & set(issue_codes(response))):
+        # A 409, or any 4xx whose OperationOutcome says `conflict`/`duplicate` (Halaxy's 422 for a taken time).
         return Conflict(f"{emr} reported a conflict", emr_status=status, emr_message=detail)
     if status == 429:
         return RateLimited(

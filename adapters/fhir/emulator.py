@@ -182,9 +182,18 @@ Json = dict[str, Any]
 
 
 def outcome(
-    code: str, *, severity: str = "error", diagnostics: str | None = None, expression: str | None = None
+    code: str,
+    *,
+    severity: str = "error",
+    text: str | None = None,
+    diagnostics: str | None = None,
+    expression: str | None = None,
 ) -> Json:
+    """An OperationOutcome of one issue (this emulator's and Halaxy's): `details.text` when given (Halaxy always
+    writes one), `diagnostics` and `expression` when there are any."""
     issue: Json = {"severity": severity, "code": code}
+    if text:
+        issue["details"] = {"text": text}
     if diagnostics:
         issue["diagnostics"] = diagnostics
     if expression:
@@ -696,7 +705,7 @@ class FhirEmulator(Emulator):
     def _valid_token(self, token: str) -> bool:
         if not token:
             return False
-        if hmac.compare_digest(token, self.static_token):
+        if hmac.compare_digest(token.encode(), self.static_token.encode()):
             return True
         with self._lock:
             expiry = self.tokens.get(token)
@@ -747,7 +756,8 @@ class FhirEmulator(Emulator):
         if not client_id or client_secret is None:
             return 400, {"error": "invalid_request"}
         if not (
-            hmac.compare_digest(client_id, self.client_id) and hmac.compare_digest(client_secret, self.client_secret)
+            hmac.compare_digest(client_id.encode(), self.client_id.encode())
+            and hmac.compare_digest(client_secret.encode(), self.client_secret.encode())
         ):
             return (401 if basic else 400), {"error": "invalid_client"}
         access = secrets.token_urlsafe(32)

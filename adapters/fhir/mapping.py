@@ -49,6 +49,15 @@ def utc(moment: datetime, time_zone: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def updated_at(resource: wire.Resource) -> datetime | None:
+    """`meta.lastUpdated` in UTC. FHIR requires a zone on an instant; a server that leaves it off is read as UTC
+    (not the location's zone, nor this host's), as every FHIR-based adapter reads it."""
+    stamp = resource.meta.lastUpdated if resource.meta is not None else None
+    if stamp is None:
+        return None
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
 def instant(moment: datetime) -> str:
     """A FHIR instant in UTC with `Z` and milliseconds (no `+` to escape in a query)."""
     moment = moment.astimezone(UTC)
@@ -135,7 +144,6 @@ def appointment_of(
     status = status_of(appointment)
     cancelled = status is AppointmentStatus.CANCELLED
     reason = appointment.cancelationReason
-    updated = appointment.meta.lastUpdated if appointment.meta is not None else None
     return Appointment(
         id=appointment_id,
         status=status,
@@ -151,7 +159,7 @@ def appointment_of(
         cancel_reason=cancel_reason_of(reason) if cancelled else None,
         cancel_note=reason.text if cancelled and reason is not None else None,
         created_at=appointment.created.astimezone(UTC) if appointment.created else None,
-        updated_at=updated.astimezone(UTC) if updated else None,
+        updated_at=updated_at(appointment),
         emr=EMR_SLUG,
         emr_location_id=actor_id(appointment, "Location"),
     )
@@ -160,7 +168,9 @@ def appointment_of(
 # ---------------------------------------------------------------------------------------------- patients
 
 
-def _official(names: list[wire.HumanName]) -> wire.HumanName | None:
+def official_name(names: list[wire.HumanName]) -> wire.HumanName | None:
+    """The official name, then the usual one, then the first; a caller falls back to its `text` when the chosen
+    name has no parts."""
     for use in ("official", "usual", None):
         found = next((n for n in names if use is None or n.use == use), None)
         if found is not None:
@@ -169,8 +179,11 @@ def _official(names: list[wire.HumanName]) -> wire.HumanName | None:
 
 
 def patient_of(patient: wire.Patient, region: str | None) -> Patient:
+    """The patient as the gateway shows it (Halaxy's adapter reads its Patients with this too). Phones are E.164
+    where they parse, else kept as the server holds them, as the Cliniko, Nookal and PracticeBetter adapters do:
+    a number the gateway cannot normalise is still the patient's."""
     patient_id = require_id(patient, "Patient")
-    name = _official(patient.name)
+    name = official_name(patient.name)
     first = (name.given[0] if name and name.given else "") or ""
     last = (name.family if name else "") or ""
     if name is not None and not (first or last) and name.text:
@@ -182,19 +195,18 @@ def patient_of(patient: wire.Patient, region: str | None) -> Patient:
             number = phones.e164(t.value, region) or t.value
             if number not in numbers:
                 numbers.append(number)
-    updated = patient.meta.lastUpdated if patient.meta is not None else None
     return Patient(
         id=patient_id,
         first_name=first,
         last_name=last,
         email=email,
         phones=numbers,
-        date_of_birth=_date(patient.birthDate),
-        updated_at=updated.astimezone(UTC) if updated else None,
+        date_of_birth=birth_date(patient.birthDate),
+        updated_at=updated_at(patient),
     )
 
 
-def _date(text: str | None) -> date | None:
+def birth_date(text: str | None) -> date | None:
     """Only a full FHIR date is a birth date; a year or a month alone is not one."""
     if text is None or len(text) != 10:
         return None
@@ -238,7 +250,7 @@ def phone_forms(e164: str, region: str | None) -> list[str]:
 
 def practitioner_of(practitioner: wire.Practitioner) -> Practitioner:
     practitioner_id = require_id(practitioner, "Practitioner")
-    name = _official(practitioner.name)
+    name = official_name(practitioner.name)
     first = (name.given[0] if name and name.given else None) or None
     last = (name.family if name else None) or None
     display = (name.text if name else None) or " ".join(p for p in (first, last) if p) or practitioner_id

@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, TypeVar
@@ -81,12 +80,12 @@ from adapters.errors import (
     AlreadyCancelled,
     InvalidReference,
     NotFound,
-    OutcomeUnknown,
     Rejected,
     SlotUnavailable,
     Unavailable,
     Unsupported,
 )
+from adapters.fhir import mapping as fhir_mapping
 from adapters.fhir import wire
 from adapters.fhir.client import FHIR_JSON, MAX_PAGES, ClientCredentials, Conflict, FhirClient, Params, resources_of
 from adapters.halaxy import mapping
@@ -96,7 +95,7 @@ from adapters.http import DEFAULT_RETRY, RetryPolicy
 from adapters.markers import with_marker
 from adapters.pacing import RateLimit
 from adapters.phones import e164, region_for_zone
-from adapters.reconcile import AmbiguousWrite
+from adapters.reconcile import AmbiguousWrite, race_key, settle_race, withdrawal_failed
 from adapters.stamps import settled_cursor, whole_second
 from adapters.verify import Asked, Written
 from schemas.appointments import Appointment, AppointmentStatus
@@ -122,7 +121,6 @@ FOREIGN_ROLES = 10_000  # other clinics' role ids remembered per instance, at mo
 FIND_WINDOW = timedelta(minutes=1)
 CLOCK_SKEW = timedelta(seconds=60)
 R = TypeVar("R", bound=wire.Resource)
-FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 RACE_NOTE = "Cancelled automatically by the EMR Gateway: the slot was taken at the same moment (double booking)."
 CANCEL_SOURCE = (
     "no Halaxy page shows a cancel body; the laravel-halaxy SDK's live test patches the patient's "
@@ -221,7 +219,7 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
     # ------------------------------------------------------------------------------------------------ helpers
 
     def _utc(self, moment: datetime) -> datetime:
-        return mapping.utc(moment, self.context.time_zone)
+        return fhir_mapping.utc(moment, self.context.time_zone)
 
     def _local(self, moment: datetime) -> str:
         return mapping.local(moment, self.context.time_zone)
@@ -370,15 +368,6 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
         participant = hx.Participant(actor=self._ref("Patient", patient_id), modifierExtension=[status])
         return msgspec.json.encode({"participant": [participant]})
 
-    @staticmethod
-    def _conflict(exc: AdapterError) -> bool:
-        """A refusal that says the time is taken: 409, or an OperationOutcome `conflict` issue."""
-        if isinstance(exc, Conflict):
-            return True
-        detail = exc.emr_message or ""
-        codes = detail.split("issues: ", 1)[1].split(", ") if "issues: " in detail else []
-        return "conflict" in codes or "duplicate" in codes
-
     # ------------------------------------------------------------------------------------------------ appointments
 
     async def get_appointment(self, appointment_id: str) -> Appointment:
@@ -430,12 +419,10 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
         async def create() -> hx.Appointment:
             try:
                 response = await self.client.operation("Appointment/$book", parameters)
-            except (Conflict, Rejected) as exc:
-                if self._conflict(exc):
-                    raise SlotUnavailable(
-                        "Halaxy refused the time as taken", emr_status=exc.emr_status, emr_message=exc.emr_message
-                    ) from None
-                raise
+            except Conflict as exc:  # 409, or an OperationOutcome `conflict` issue (adapters.fhir.client.error_for)
+                raise SlotUnavailable(
+                    "Halaxy refused the time as taken", emr_status=exc.emr_status, emr_message=exc.emr_message
+                ) from None
             return await self.client.written(response, hx.Appointment)
 
         async def landed() -> hx.Appointment | None:
@@ -461,17 +448,12 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
 
         created = await self._reconciled(create, landed, "booking", resend=False, operation_id=command.operation_id)
         stored = self._appointment(created)
-        try:
-            lost = await self._lost_race(stored)
-        except AdapterError:
-            # Could not look: an unverifiable race check is not "no conflict". Withdraw rather than risk two.
-            await self._withdraw(stored)
-            raise Unavailable(
-                "Halaxy could not confirm the slot was still free after booking; the booking was withdrawn"
-            ) from None
-        if lost:
-            await self._withdraw(stored)
-            raise SlotUnavailable("the slot was taken at the same moment; the new booking was cancelled")
+        await settle_race(
+            lost=lambda: self._lost_race(stored),
+            withdraw=lambda: self._withdraw(stored),
+            emr=EMR_NAME,
+            appointment_id=stored.id,
+        )
         if command.notes and stored.notes != command.notes:
             stored = await self._keep_notes(stored, command)
         asked = Asked(start=start, end=end, practitioner_id=role_id, patient_id=command.patient_id)
@@ -489,33 +471,19 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
     async def _lost_race(self, mine: Appointment) -> bool:
         """Two bookings that raced into one slot: the earlier-created one (then the lower id) keeps it."""
         rivals = await self._overlapping(mine.practitioner_id, mine.start, mine.end, exclude_id=mine.id)
-
-        def made(a: Appointment | mapping.Busy) -> tuple[datetime, int, str]:
-            return (a.created_at or FAR_FUTURE, len(a.id), a.id)
-
-        return any(made(r) < made(mine) for r in rivals)
+        return any(race_key(r.created_at, r.id) < race_key(mine.created_at, mine.id) for r in rivals)
 
     async def _withdraw(self, appointment: Appointment) -> None:
         """Cancel a booking the caller was never told of (a lost race), with no read first. The patch's answer must
         read as cancelled, as `cancel()` checks: Halaxy ignores a body it does not honour (settings.cancel_style)
         and answers the appointment unchanged, and the caller must then hear that the booking stands, not that the
-        slot was taken."""
-        try:
-            answer = await self.client.patch(
-                hx.Appointment, appointment.id, self._cancel_changes(appointment.patient_id)
-            )
-        except (AdapterError, AmbiguousWrite):
-            raise OutcomeUnknown(
-                f"a double booking was detected and withdrawing the new appointment {appointment.id} failed; "
-                "it needs a person to look at it",
-                operation_id=str(uuid.uuid4()),
-            ) from None
+        slot was taken. A patch that fails raises (`settle_race` makes it OutcomeUnknown)."""
+        answer = await self.client.patch(hx.Appointment, appointment.id, self._cancel_changes(appointment.patient_id))
         if mapping.status_of(answer) is not AppointmentStatus.CANCELLED:
-            raise OutcomeUnknown(
-                f"a double booking was detected, but Halaxy still shows the new appointment {appointment.id} as not "
-                "cancelled after the withdrawal: the booking stands beside the other one and needs a person to look "
-                f"at it (check settings.cancel_style ({self.settings.cancel_style}) and settings.cancel_code)",
-                operation_id=str(uuid.uuid4()),
+            raise withdrawal_failed(
+                appointment.id,
+                f"Halaxy still shows the new appointment {appointment.id} as not cancelled after the withdrawal "
+                f"(check settings.cancel_style ({self.settings.cancel_style}) and settings.cancel_code)",
             )
 
     async def _reschedule(self, command: RescheduleCommand) -> Written:
@@ -831,7 +799,7 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
         patients, patients_held = await self._changed(wire.Patient, since, now)
         found, appointments_held = await self._changed(hx.Appointment, since, now)
         appointments = await self._mine(found)
-        stamps = [s for s in (mapping.updated_at(r) for r in [*patients, *appointments]) if s is not None]
+        stamps = [s for s in (fhir_mapping.updated_at(r) for r in [*patients, *appointments]) if s is not None]
         region = self._region()
         changed_patients = sorted(
             (mapping.patient_of(p, region) for p in patients), key=lambda p: (p.updated_at or now, p.id)
@@ -867,9 +835,9 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
                 if record.id is None:
                     unnamed.append(record)
                     continue
-                stamp = mapping.updated_at(record)
+                stamp = fhir_mapping.updated_at(record)
                 held = found.get(record.id)
-                before = mapping.updated_at(held) if held is not None else None
+                before = fhir_mapping.updated_at(held) if held is not None else None
                 if held is None or stamp is None or before is None or stamp >= before:
                     found[record.id] = record  # the newest version read wins
 
@@ -898,7 +866,7 @@ class HalaxyAdapter(EMRAdapter[HalaxySettings, HalaxyCredentials]):
                 continue
             # A server that ignored the bounds answers records outside them: its window is walked by pages too.
             strays = any(
-                (stamp := mapping.updated_at(r)) is not None and not low < stamp <= high + _SECOND for r in records
+                (stamp := fhir_mapping.updated_at(r)) is not None and not low < stamp <= high + _SECOND for r in records
             )
             if high - low > _SECOND and not strays:
                 windows += _halves(low, high)

@@ -78,11 +78,9 @@ Choices where the evidence is silent (UNCONFIRMED):
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime
 import hmac
 import itertools
-import math
 import re
 import secrets
 import threading
@@ -110,9 +108,12 @@ from adapters.emulation import (
     FaultInjector,
     RawResponse,
     Scope,
+    SlidingWindowLimiter,
     Traffic,
     build_emulator_app,
 )
+from adapters.fhir.emulator import date_range
+from adapters.fhir.emulator import outcome as fhir_outcome
 
 UTC = datetime.UTC
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -160,10 +161,8 @@ class ApiError(Exception):
 
 
 def outcome(code: str, text: str, diagnostics: str | None = None) -> dict[str, Any]:
-    issue: dict[str, Any] = {"severity": "error", "code": code, "details": {"text": text}}
-    if diagnostics:
-        issue["diagnostics"] = diagnostics
-    return {"resourceType": "OperationOutcome", "issue": [issue]}
+    """Halaxy's OperationOutcome: always a `details.text` (the SDK fixtures), `diagnostics` when there is more."""
+    return fhir_outcome(code, text=text, diagnostics=diagnostics)
 
 
 def fail(status: int, code: str, text: str, diagnostics: str | None = None) -> ApiError:
@@ -319,29 +318,6 @@ class FrontDeskBooking(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     start: datetime.datetime
 
 
-class SlidingWindow:
-    """`limit` requests in any `window` seconds per client (Halaxy: 500 a minute, a sliding window)."""
-
-    def __init__(self, limit: int, clock: Callable[[], float], window: float = 60.0) -> None:
-        self.limit = limit
-        self.clock = clock
-        self.window = window
-        self._lock = threading.Lock()
-        self._hits: dict[str, collections.deque[float]] = {}
-
-    def hit(self, client: str) -> tuple[int, int | None]:
-        """(remaining after this request, None) when allowed; (0, seconds to wait) when refused."""
-        now = self.clock()
-        with self._lock:
-            hits = self._hits.setdefault(client, collections.deque())
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return 0, max(1, math.ceil(hits[0] + self.window - now))
-            hits.append(now)
-            return self.limit - len(hits), None
-
-
 # ---------------------------------------------------------------------------------------------- the emulator
 
 
@@ -371,7 +347,7 @@ class HalaxyEmulator(Emulator):
         self.zone = zoneinfo.ZoneInfo(seed.time_zone)
         self.faults = FaultInjector()
         self.traffic = Traffic(max_exchanges)
-        self.limiter = SlidingWindow(rate_limit, clock)
+        self.limiter = SlidingWindowLimiter(rate_limit, clock)
         self._lock = threading.RLock()
         self._numbers = itertools.count(1)
         self.client_id = f"halaxy-emulator-{secrets.token_hex(4)}"
@@ -1444,17 +1420,13 @@ _PREFIXES = ("gte", "lte", "ge", "le", "gt", "lt", "eq")
 
 
 def _date_test(raw: str, name: str) -> Callable[[datetime.datetime], bool]:
-    """A FHIR date comparison (`gt2025-01-01`, `ge…`, and the docs' `gte`/`lte`); a bare date is that day."""
+    """A FHIR date comparison (`gt2025-01-01`, `ge…`, and the docs' `gte`/`lte`) of one instant. The value's range
+    is FHIR's implicit one (`date_range`, shared with the FHIR emulator: a bare date is that day, a time its
+    precision), a zone-less value read in UTC; the instant is inside it, or before or after it."""
     op = next((p for p in _PREFIXES if raw.startswith(p)), "eq")
     text = raw[len(op) :] if raw.startswith(op) else raw
     try:
-        if len(text) == 10:
-            day = datetime.date.fromisoformat(text)
-            low = datetime.datetime.combine(day, datetime.time(), UTC)
-            high = low + datetime.timedelta(days=1)
-        else:
-            low = _aware(datetime.datetime.fromisoformat(text.replace("Z", "+00:00")))
-            high = low + datetime.timedelta(seconds=1)
+        low, high = date_range(text, UTC)
     except ValueError:
         raise fail(400, "invalid", f"The parameter '{name}' is not a valid date.") from None
     match op:
@@ -1468,10 +1440,6 @@ def _date_test(raw: str, name: str) -> Callable[[datetime.datetime], bool]:
             return lambda m: m < high
         case _:
             return lambda m: low <= m < high
-
-
-def _aware(moment: datetime.datetime) -> datetime.datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _when(raw: str, name: str, zone: zoneinfo.ZoneInfo, *, end_of_day: bool = False) -> datetime.datetime:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import msgspec
 
 from adapters.errors import ContractChanged
+from adapters.fhir import mapping as fhir
 from adapters.fhir import wire
 from adapters.halaxy import wire as hx
 from adapters.markers import operation_of, without_marker
-from adapters.phones import e164
 from schemas.appointments import Appointment, AppointmentStatus
 from schemas.catalog import Location, Practitioner, Service
 from schemas.patients import Patient
@@ -19,12 +19,11 @@ from schemas.patients import Patient
 FHIR_STATUSES = {s.value: s for s in AppointmentStatus}
 MINUTE_UNITS = frozenset({"min", "minute", "minutes", "mins"})
 
-
-def utc(moment: datetime, zone: str) -> datetime:
-    """An instant; a naive time is read in the location's zone."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(zone))
-    return moment.astimezone(UTC)
+# The same reading as FHIR's (the adapter calls these through this module): a naive appointment time is in the
+# clinic's zone; a zone-less `meta.lastUpdated` (FHIR requires a zone on an instant) is read as UTC.
+utc = fhir.utc
+updated_at = fhir.updated_at
+official_name = fhir.official_name
 
 
 def instant(moment: datetime) -> str:
@@ -149,65 +148,26 @@ def appointment_of(
         location_id=location_id,
         notes=without_marker(notes),
         created_at=utc(appointment.created, time_zone) if appointment.created is not None else None,
-        updated_at=_updated(appointment),
+        updated_at=updated_at(appointment),
         emr="halaxy",
         emr_location_id=organization_id,
         operation_id=operation_of(notes),
     )
 
 
-def _updated(resource: wire.Resource) -> datetime | None:
-    stamp = resource.meta.lastUpdated if resource.meta is not None else None
-    if stamp is None:
-        return None
-    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
-
-
-def updated_at(resource: wire.Resource) -> datetime | None:
-    return _updated(resource)
-
-
-def _name(names: list[wire.HumanName]) -> wire.HumanName | None:
-    """The official name, else the first."""
-    return next((n for n in names if n.use == "official"), names[0] if names else None)
-
-
 def patient_of(patient: wire.Patient, region: str | None) -> Patient:
+    """FHIR's reading (official, then usual, then first name, then its text; E.164 phones, an unparseable one kept
+    as Halaxy holds it; a full birth date only), with Halaxy's own error for a Patient without its id."""
     if not patient.id:
         raise missing("$.id")
-    name = _name(patient.name)
-    emails = [t.value for t in patient.telecom if t.system == "email" and t.value]
-    phones: list[str] = []
-    for t in patient.telecom:
-        if t.system in ("phone", "sms") and t.value:
-            number = e164(t.value, region)
-            if number and number not in phones:
-                phones.append(number)
-    return Patient(
-        id=patient.id,
-        first_name=(name.given[0] if name and name.given else "") or "",
-        last_name=(name.family if name else "") or "",
-        email=emails[0] if emails else None,
-        phones=phones,
-        date_of_birth=_birth_date(patient.birthDate),
-        updated_at=_updated(patient),
-    )
-
-
-def _birth_date(raw: str | None) -> date | None:
-    if not raw or len(raw) != 10:
-        return None  # FHIR allows a year or a month alone: not a date of birth to match on
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        return None
+    return fhir.patient_of(patient, region)
 
 
 def practitioner_of(role: wire.PractitionerRole, person: wire.Practitioner | None) -> Practitioner:
     """The practitioner at this clinic: the role's `PR-…` id, the person's name and e-mail."""
     if not role.id:
         raise missing("$.entry[].resource.id")
-    name = _name(person.name) if person is not None else None
+    name = official_name(person.name) if person is not None else None
     first = name.given[0] if name and name.given else None
     last = name.family if name else None
     full = " ".join(p for p in (first, last) if p) or (name.text if name and name.text else role.id)
